@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Install everything the client compatibility tests need. Idempotent: each
+# dependency is checked first and only missing ones are installed.
+#
+#   kcat                          (Debian apt; links the distro librdkafka 2.0.x)
+#   kafka-python, confluent-kafka (PyPI; confluent-kafka bundles a current librdkafka)
+#   kafkajs                       (npm, into tests/clients/node_modules from the lockfile)
+#
+# Must run as root on Debian (CI runs as root). Network: Debian apt, PyPI, npm.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CLIENTS="$REPO/tests/clients"
+export DEBIAN_FRONTEND=noninteractive
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+PYTHON="${PYTHON:-python3}"
+
+log() { echo "[install-test-deps] $*"; }
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+        log "WARNING: not root and no sudo; apt installs will fail"
+    fi
+fi
+
+# ---- apt packages ---------------------------------------------------------
+apt_pkgs=()
+command -v kcat >/dev/null 2>&1 || apt_pkgs+=(kcat)
+command -v timeout >/dev/null 2>&1 || apt_pkgs+=(coreutils)
+command -v npm >/dev/null 2>&1 || apt_pkgs+=(nodejs npm)
+command -v "$PYTHON" >/dev/null 2>&1 || apt_pkgs+=(python3 python3-pip)
+
+if [ "${#apt_pkgs[@]}" -gt 0 ]; then
+    log "apt: installing ${apt_pkgs[*]}"
+    $SUDO apt-get update -q
+    $SUDO apt-get install -y -q --no-install-recommends "${apt_pkgs[@]}"
+else
+    log "apt: kcat, npm, python3 already present"
+fi
+log "kcat: $(kcat -V 2>&1 | grep -m1 '^Version' || echo unknown)"
+
+# ---- Python clients -------------------------------------------------------
+if "$PYTHON" -c 'import kafka, confluent_kafka' >/dev/null 2>&1; then
+    log "pip: kafka-python and confluent-kafka already importable"
+else
+    log "pip: installing from tests/clients/requirements.txt"
+    # PIP_BREAK_SYSTEM_PACKAGES lets this work on a Debian-managed python3 too;
+    # older pips ignore it.
+    PIP_BREAK_SYSTEM_PACKAGES=1 "$PYTHON" -m pip install -q --no-input --root-user-action=ignore \
+        -r "$CLIENTS/requirements.txt"
+    "$PYTHON" -c 'import kafka, confluent_kafka'
+fi
+"$PYTHON" - <<'PY'
+import kafka, confluent_kafka
+print("[install-test-deps] kafka-python %s, confluent-kafka %s (librdkafka %s)"
+      % (kafka.__version__, confluent_kafka.__version__, confluent_kafka.libversion()[0]))
+PY
+
+# ---- Node clients ---------------------------------------------------------
+if [ -f "$CLIENTS/node_modules/kafkajs/package.json" ]; then
+    log "npm: kafkajs already in tests/clients/node_modules"
+else
+    log "npm: installing tests/clients dependencies"
+    cd "$CLIENTS"
+    if [ -f package-lock.json ]; then
+        npm ci --no-audit --no-fund --loglevel=error
+    else
+        npm install --no-audit --no-fund --loglevel=error
+    fi
+    cd "$REPO"
+fi
+log "kafkajs: $(node -p 'require(process.argv[1]).version' "$CLIENTS/node_modules/kafkajs/package.json")"
+log "done"

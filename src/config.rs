@@ -1,0 +1,197 @@
+//! Broker configuration: embedded defaults, Kafka-named keys, `--set key=value` and config files.
+//!
+//! Owns parsing and validation of settings. Knows nothing of sockets, shards or storage.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+/// Kafka's default `message.max.bytes` (1 MiB + record batch overhead).
+pub const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_048_588;
+/// Kafka's default `socket.request.max.bytes` (100 MiB).
+pub const DEFAULT_SOCKET_REQUEST_MAX_BYTES: usize = 104_857_600;
+/// Kafka's default `log.segment.bytes` (1 GiB).
+pub const DEFAULT_LOG_SEGMENT_BYTES: u64 = 1 << 30;
+/// Kafka's default `log.roll.ms` (7 days).
+pub const DEFAULT_LOG_ROLL_MS: u64 = 7 * 24 * 3600 * 1000;
+/// Kafka's default `log.index.interval.bytes`.
+pub const DEFAULT_INDEX_INTERVAL_BYTES: usize = 4096;
+/// Default bytes of recent batches kept in memory per partition (served without disk reads).
+pub const DEFAULT_TAIL_CACHE_BYTES: usize = 16 << 20;
+
+/// Every setting of the broker. Field names follow the Kafka keys they are read from.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub listen: SocketAddr,
+    /// Host advertised to clients in Metadata (`advertised.host.name`); defaults to the listen host.
+    pub advertised_host: String,
+    pub data_dir: PathBuf,
+    pub shards: usize,
+    pub cpus: Option<Vec<usize>>,
+    /// `node.id`
+    pub node_id: i32,
+    /// `auto.create.topics.enable`
+    pub auto_create_topics: bool,
+    /// `num.partitions`
+    pub num_partitions: i32,
+    /// `log.segment.bytes`
+    pub log_segment_bytes: u64,
+    /// `log.roll.ms`
+    pub log_roll_ms: u64,
+    /// `message.max.bytes` (broker default for the topic's `max.message.bytes`)
+    pub message_max_bytes: usize,
+    /// `socket.request.max.bytes`
+    pub socket_request_max_bytes: usize,
+    /// `log.index.interval.bytes`
+    pub index_interval_bytes: usize,
+    /// `log.tail.cache.bytes` (Strand): recent bytes per partition served from memory.
+    pub tail_cache_bytes: usize,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            listen: "127.0.0.1:9092".parse().unwrap(),
+            advertised_host: String::new(),
+            data_dir: PathBuf::from("strand-data"),
+            shards: 0,
+            cpus: None,
+            node_id: 1,
+            auto_create_topics: true,
+            num_partitions: 1,
+            log_segment_bytes: DEFAULT_LOG_SEGMENT_BYTES,
+            log_roll_ms: DEFAULT_LOG_ROLL_MS,
+            message_max_bytes: DEFAULT_MESSAGE_MAX_BYTES,
+            socket_request_max_bytes: DEFAULT_SOCKET_REQUEST_MAX_BYTES,
+            index_interval_bytes: DEFAULT_INDEX_INTERVAL_BYTES,
+            tail_cache_bytes: DEFAULT_TAIL_CACHE_BYTES,
+        }
+    }
+}
+
+fn parse_bool(key: &str, v: &str) -> Result<bool> {
+    match v {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => bail!("invalid value {v:?} for {key}: expected true or false"),
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(key: &str, v: &str, min: T) -> Result<T>
+where
+    T: PartialOrd + std::fmt::Display + Copy,
+{
+    let n: T = v
+        .parse()
+        .map_err(|_| anyhow::anyhow!("invalid value {v:?} for {key}: expected a number"))?;
+    if n < min {
+        bail!("invalid value {v} for {key}: must be at least {min}");
+    }
+    Ok(n)
+}
+
+/// The Kafka-named keys accepted by `--set` and config files.
+pub const KNOWN_KEYS: &[&str] = &[
+    "listeners",
+    "advertised.host.name",
+    "log.dirs",
+    "node.id",
+    "broker.id",
+    "auto.create.topics.enable",
+    "num.partitions",
+    "log.segment.bytes",
+    "log.roll.ms",
+    "log.roll.hours",
+    "message.max.bytes",
+    "socket.request.max.bytes",
+    "log.index.interval.bytes",
+    "log.tail.cache.bytes",
+];
+
+impl BrokerConfig {
+    /// Applies one `key=value` setting.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let v = value.trim();
+        match key.trim() {
+            "listeners" => {
+                let addr = v.strip_prefix("PLAINTEXT://").unwrap_or(v);
+                self.listen = addr
+                    .parse()
+                    .with_context(|| format!("invalid listeners {v:?}: expected HOST:PORT, e.g. 127.0.0.1:9092"))?;
+            }
+            "advertised.host.name" => self.advertised_host = v.to_string(),
+            "log.dirs" => self.data_dir = PathBuf::from(v),
+            "node.id" | "broker.id" => self.node_id = parse_num(key, v, 0)?,
+            "auto.create.topics.enable" => self.auto_create_topics = parse_bool(key, v)?,
+            "num.partitions" => self.num_partitions = parse_num(key, v, 1)?,
+            "log.segment.bytes" => self.log_segment_bytes = parse_num(key, v, 1024)?,
+            "log.roll.ms" => self.log_roll_ms = parse_num(key, v, 1)?,
+            "log.roll.hours" => self.log_roll_ms = parse_num::<u64>(key, v, 1)? * 3_600_000,
+            "message.max.bytes" => self.message_max_bytes = parse_num(key, v, 64)?,
+            "socket.request.max.bytes" => self.socket_request_max_bytes = parse_num(key, v, 1024)?,
+            "log.index.interval.bytes" => self.index_interval_bytes = parse_num(key, v, 1)?,
+            "log.tail.cache.bytes" => self.tail_cache_bytes = parse_num(key, v, 0)?,
+            other => bail!(
+                "unknown setting {other:?}; known settings: {}",
+                KNOWN_KEYS.join(", ")
+            ),
+        }
+        Ok(())
+    }
+
+    /// Applies a `key=value` string as given to `--set`.
+    pub fn set_pair(&mut self, pair: &str) -> Result<()> {
+        let (k, v) = pair
+            .split_once('=')
+            .with_context(|| format!("invalid setting {pair:?}: expected key=value"))?;
+        self.set(k, v)
+    }
+
+    /// Applies a Java-properties-style file: `key=value` lines, `#` comments.
+    pub fn load_file(&mut self, path: &std::path::Path) -> Result<()> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+                continue;
+            }
+            self.set_pair(line)
+                .with_context(|| format!("{}:{}", path.display(), n + 1))?;
+        }
+        Ok(())
+    }
+
+    /// Host clients are told to connect to.
+    pub fn advertised_host(&self) -> String {
+        if !self.advertised_host.is_empty() {
+            return self.advertised_host.clone();
+        }
+        let ip = self.listen.ip();
+        if ip.is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            ip.to_string()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kafka_names_and_errors() {
+        let mut c = BrokerConfig::default();
+        c.set_pair("log.segment.bytes=2048").unwrap();
+        c.set_pair("auto.create.topics.enable=false").unwrap();
+        assert_eq!(c.log_segment_bytes, 2048);
+        assert!(!c.auto_create_topics);
+        let e = c.set_pair("no.such.key=1").unwrap_err().to_string();
+        assert!(e.contains("unknown setting"), "{e}");
+        let e = c.set_pair("num.partitions=0").unwrap_err().to_string();
+        assert!(e.contains("at least 1"), "{e}");
+        assert!(c.set_pair("num.partitions").is_err());
+    }
+}

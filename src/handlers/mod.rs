@@ -1,0 +1,100 @@
+//! One handler per Kafka API. Each validates its request, routes per-partition work to the
+//! owning shard through the shard's router, and builds the response. Handlers hold no state.
+
+pub mod api_versions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod describe_cluster;
+pub mod fetch;
+pub mod find_coordinator;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+use kafka_protocol::protocol::StrBytes;
+use tracing::error;
+
+use crate::protocol::{self, versions, FrameError};
+use crate::shard::Shard;
+
+/// A response still being computed; `None` for requests that get no response (acks=0).
+pub type PendingResponse = LocalBoxFuture<'static, Option<Bytes>>;
+
+/// Parses a request frame and starts handling it. Ordering-sensitive work (appends) is done
+/// before this returns. An error means the connection must be closed.
+pub fn dispatch(shard: &Rc<Shard>, frame: Bytes) -> Result<PendingResponse, FrameError> {
+    let prefix = protocol::peek_prefix(&frame)?;
+    let key = ApiKey::try_from(prefix.api_key).map_err(|_| FrameError::UnknownApiKey(prefix.api_key))?;
+    let version = prefix.api_version;
+    let correlation_id = prefix.correlation_id;
+    if !versions::is_supported(key, version) {
+        if key == ApiVersions && version > 0 {
+            // Answer in v0 framing with our ranges, so the client can retry with one of them.
+            let body = ResponseKind::ApiVersions(api_versions::response(crate::protocol::errors::UNSUPPORTED_VERSION));
+            return Ok(respond(key, 0, correlation_id, async move { Some(body) }.boxed_local()));
+        }
+        return Err(FrameError::UnsupportedVersion(key, version));
+    }
+    let mut body = frame;
+    let _header = protocol::decode_header(key, version, &mut body)?;
+    if key == ApiKey::Produce && version < 3 {
+        return produce::handle_legacy(version, correlation_id, body);
+    }
+    let request = protocol::decode_body(key, version, &mut body)?;
+    let shard = shard.clone();
+    let fut: LocalBoxFuture<'static, Option<ResponseKind>> = match request {
+        RequestKind::ApiVersions(_) => {
+            async move { Some(ResponseKind::ApiVersions(api_versions::response(0))) }.boxed_local()
+        }
+        RequestKind::Metadata(r) => metadata::handle(shard, version, r).map(|r| Some(ResponseKind::Metadata(r))).boxed_local(),
+        RequestKind::Produce(r) => produce::handle(&shard, version, r),
+        RequestKind::Fetch(r) => fetch::handle(shard, version, r).map(|r| Some(ResponseKind::Fetch(r))).boxed_local(),
+        RequestKind::ListOffsets(r) => list_offsets::handle(shard, version, r).map(|r| Some(ResponseKind::ListOffsets(r))).boxed_local(),
+        RequestKind::CreateTopics(r) => create_topics::handle(shard, version, r).map(|r| Some(ResponseKind::CreateTopics(r))).boxed_local(),
+        RequestKind::DeleteTopics(r) => delete_topics::handle(shard, version, r).map(|r| Some(ResponseKind::DeleteTopics(r))).boxed_local(),
+        RequestKind::DescribeCluster(r) => describe_cluster::handle(shard, version, r).map(|r| Some(ResponseKind::DescribeCluster(r))).boxed_local(),
+        RequestKind::FindCoordinator(r) => find_coordinator::handle(shard, version, r).map(|r| Some(ResponseKind::FindCoordinator(r))).boxed_local(),
+        _ => return Err(FrameError::UnsupportedVersion(key, version)),
+    };
+    Ok(respond(key, version, correlation_id, fut))
+}
+
+use ApiKey::ApiVersions;
+
+fn respond(key: ApiKey, version: i16, correlation_id: i32, fut: LocalBoxFuture<'static, Option<ResponseKind>>) -> PendingResponse {
+    async move {
+        let body = fut.await?;
+        let hint = match &body {
+            ResponseKind::Fetch(f) => f
+                .responses
+                .iter()
+                .flat_map(|t| t.partitions.iter())
+                .map(|p| p.records.as_ref().map_or(0, |r| r.len()) + 64)
+                .sum::<usize>(),
+            _ => 256,
+        };
+        match protocol::encode_response(key, version, correlation_id, &body, hint) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                error!("cannot encode {key:?} v{version} response: {e:#}");
+                None
+            }
+        }
+    }
+    .boxed_local()
+}
+
+pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+/// Advertised host and port of this broker.
+pub(crate) fn advertised(shard: &Shard) -> (StrBytes, i32) {
+    (str_bytes(shard.config.advertised_host()), shard.config.listen.port() as i32)
+}

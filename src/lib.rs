@@ -1,0 +1,20 @@
+//! Strand: a Kafka-compatible message broker, thread-per-core on io_uring.
+//!
+//! The crate is laid out by responsibility:
+//! - [`protocol`]: bytes on the wire (framing, headers, versions, error codes);
+//! - [`handlers`]: one module per Kafka API;
+//! - [`routing`]: the messages shards exchange and the router that carries them;
+//! - [`shard`]: a core's state and the owner-side execution of routed work;
+//! - [`storage`]: partition logs, segments, indexes (knows nothing of Kafka requests);
+//! - [`metadata`]: topics, placement and their persistence;
+//! - [`server`]: process start-up, executors, listeners and connections;
+//! - [`config`]: settings with Kafka's names.
+
+pub mod config;
+pub mod handlers;
+pub mod metadata;
+pub mod protocol;
+pub mod routing;
+pub mod server;
+pub mod shard;
+pub mod storage;

@@ -1,0 +1,88 @@
+//! The `strand` command line.
+
+use std::net::ToSocketAddrs;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use strand::config::BrokerConfig;
+
+#[derive(Parser)]
+#[command(name = "strand", version, about = "A Kafka-compatible broker, thread-per-core on io_uring")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (HOST:PORT).
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    listen: String,
+    /// Data directory (created if missing).
+    #[arg(long, default_value = "strand-data")]
+    data_dir: PathBuf,
+    /// Number of shards (one pinned core each); default: one per CPU this process may use.
+    #[arg(long)]
+    shards: Option<usize>,
+    /// CPUs to pin shards to, e.g. 0,1,2.
+    #[arg(long, value_delimiter = ',')]
+    cpus: Option<Vec<usize>>,
+    /// A Kafka-named setting, e.g. --set log.segment.bytes=1073741824 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// A properties file of Kafka-named settings (key=value lines).
+    #[arg(long = "config", value_name = "FILE")]
+    config_file: Option<PathBuf>,
+}
+
+fn build_config(a: ServeArgs) -> anyhow::Result<BrokerConfig> {
+    let mut c = BrokerConfig::default();
+    if let Some(f) = &a.config_file {
+        c.load_file(f)?;
+    }
+    c.listen = a
+        .listen
+        .to_socket_addrs()
+        .map_err(|e| anyhow::anyhow!("invalid --listen {:?}: {e}; expected HOST:PORT", a.listen))?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("--listen {:?} resolves to no address", a.listen))?;
+    c.data_dir = a.data_dir;
+    for s in &a.sets {
+        c.set_pair(s)?;
+    }
+    if let Some(n) = a.shards {
+        if n == 0 {
+            anyhow::bail!("--shards must be at least 1");
+        }
+        c.shards = n;
+    }
+    c.cpus = a.cpus;
+    Ok(c)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STRAND_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => build_config(args).and_then(strand::server::run),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The broker process: start-up checks, one pinned glommio executor per shard, the mesh between
+//! them, and the per-shard listener (SO_REUSEPORT) whose connections the shard serves itself.
+
+pub mod connection;
+pub mod preflight;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::{Arc, Barrier};
+
+use anyhow::{bail, Context, Result};
+use glommio::{LocalExecutorBuilder, Placement};
+use tracing::{error, info};
+
+use crate::config::BrokerConfig;
+use crate::metadata::MetadataStore;
+use crate::routing::{build_mesh, ShardRouter};
+use crate::shard::Shard;
+
+/// The CPUs this process may run on.
+fn allowed_cpus() -> Vec<usize> {
+    let ids = core_affinity::get_core_ids().unwrap_or_default();
+    let mut v: Vec<usize> = ids.into_iter().map(|c| c.id).collect();
+    if v.is_empty() {
+        v = (0..std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).collect();
+    }
+    v
+}
+
+/// Runs the broker until the process is killed.
+pub fn run(mut config: BrokerConfig) -> Result<()> {
+    let cpus = match &config.cpus {
+        Some(list) => list.clone(),
+        None => allowed_cpus(),
+    };
+    if config.shards == 0 {
+        config.shards = cpus.len();
+    }
+    if config.shards > cpus.len() && config.cpus.is_some() {
+        bail!("--shards {} needs at least that many CPUs in --cpus (got {})", config.shards, cpus.len());
+    }
+    preflight::check_all(&config.data_dir, config.listen)?;
+    if config.listen.port() == 0 {
+        // Pick a port once so that every shard listens on the same one.
+        let l = std::net::TcpListener::bind(config.listen).context("bind")?;
+        config.listen = l.local_addr()?;
+    }
+    let store = MetadataStore::open(&config.data_dir, config.shards)?;
+    let snapshot = store.snapshot();
+    let mut store = Some(store);
+    let shards = config.shards;
+    let mesh = build_mesh(shards);
+    let ready = Arc::new(Barrier::new(shards + 1));
+    let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut handles = Vec::with_capacity(shards);
+    for (id, endpoints) in mesh.into_iter().enumerate() {
+        let cpu = cpus[id % cpus.len()];
+        let config = config.clone();
+        let snapshot = snapshot.clone();
+        let store = if id == 0 { store.take() } else { None };
+        let ready = ready.clone();
+        let failed = failed.clone();
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("shard-{id}"))
+            .spawn(move || async move {
+                let listen = config.listen;
+                let data_dir = config.data_dir.clone();
+                let config = Rc::new(config);
+                // Trap: open a non-empty DMA file first (see preflight::PROBE_FILE).
+                match glommio::io::DmaFile::open(data_dir.join(preflight::PROBE_FILE)).await {
+                    Ok(f) => {
+                        let _ = f.read_at(0, 512).await;
+                        let _ = f.close().await;
+                    }
+                    Err(e) => error!(shard = id, "cannot open probe file: {e}"),
+                }
+                let shard = Shard::new(id, config, snapshot.clone(), store);
+                let router = ShardRouter::connect(id, endpoints, Rc::downgrade(&shard)).await;
+                shard.set_router(router);
+                shard.clone().apply_metadata(snapshot).await;
+                let listener = glommio::net::TcpListener::bind(listen);
+                let listener = match listener {
+                    Ok(l) => l,
+                    Err(e) => {
+                        error!(shard = id, "cannot listen on {listen}: {e}");
+                        failed.store(true, std::sync::atomic::Ordering::SeqCst);
+                        ready.wait();
+                        return;
+                    }
+                };
+                ready.wait();
+                loop {
+                    match listener.accept().await {
+                        Ok(stream) => {
+                            glommio::spawn_local(connection::serve(shard.clone(), stream)).detach();
+                        }
+                        Err(e) => {
+                            error!(shard = id, "accept failed: {e}");
+                            glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                        }
+                    }
+                }
+            })
+            .map_err(|e| anyhow::anyhow!("cannot start shard {id} on CPU {cpu}: {e}; is io_uring available and the memlock limit high enough (ulimit -l)?"))?;
+        handles.push(handle);
+    }
+    ready.wait();
+    if failed.load(std::sync::atomic::Ordering::SeqCst) {
+        bail!("cannot listen on {}; see the log above", config.listen);
+    }
+    announce(config.listen, shards, &config.data_dir);
+    for h in handles {
+        let _ = h.join();
+    }
+    Ok(())
+}
+
+fn announce(listen: SocketAddr, shards: usize, data_dir: &std::path::Path) {
+    info!(%listen, shards, data_dir = %data_dir.display(), "strand is ready");
+    eprintln!("strand listening on {listen} with {shards} shard(s), data in {}", data_dir.display());
+}

@@ -1,0 +1,126 @@
+//! Start-up checks: each says what is wrong and how to fix it, before any shard starts.
+//!
+//! Owns the checks of the environment (data directory filesystem and O_DIRECT, io_uring,
+//! memlock, listen port). Touches nothing but a probe file in the data directory.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+/// File opened first by every shard: glommio probes polled-I/O support by reading offset 0 of the
+/// first DMA file an executor opens, and an empty first file wrongly marks the disk pollable,
+/// which breaks every later O_DIRECT read. This file is never empty.
+pub const PROBE_FILE: &str = ".strand-probe";
+const PROBE_LEN: usize = 4096;
+/// glommio's executor refuses to start below this RLIMIT_MEMLOCK for non-root users.
+const MIN_MEMLOCK_BYTES: u64 = 512 << 10;
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+const RAMFS_MAGIC: i64 = 0x8584_58f6u32 as i64;
+
+pub fn check_all(data_dir: &Path, listen: SocketAddr) -> Result<()> {
+    check_io_uring()?;
+    check_memlock()?;
+    prepare_data_dir(data_dir)?;
+    check_port(listen)?;
+    Ok(())
+}
+
+fn check_io_uring() -> Result<()> {
+    if let Ok(v) = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
+        if v.trim() == "2" {
+            bail!("io_uring is disabled on this host (kernel.io_uring_disabled=2); Strand needs it: run `sysctl -w kernel.io_uring_disabled=0`");
+        }
+    }
+    // io_uring_setup with a tiny ring tells whether the kernel (or a seccomp filter) allows it.
+    let mut params = [0u8; 120];
+    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 2u32, params.as_mut_ptr()) };
+    if fd < 0 {
+        let err = std::io::Error::last_os_error();
+        bail!("io_uring is unavailable ({err}); Strand needs Linux >= 5.8 with io_uring allowed (check kernel.io_uring_disabled, and seccomp profiles in containers)");
+    }
+    unsafe { libc::close(fd as i32) };
+    Ok(())
+}
+
+fn check_memlock() -> Result<()> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 {
+        return Ok(());
+    }
+    let is_root = unsafe { libc::geteuid() } == 0;
+    if !is_root && lim.rlim_cur != libc::RLIM_INFINITY && lim.rlim_cur < MIN_MEMLOCK_BYTES {
+        bail!(
+            "the memlock limit is {} KiB, below the {} KiB io_uring needs; raise it with `ulimit -l unlimited` (or LimitMEMLOCK=infinity in the systemd unit, or tuning/memlock.sh)",
+            lim.rlim_cur / 1024,
+            MIN_MEMLOCK_BYTES / 1024
+        );
+    }
+    Ok(())
+}
+
+/// Creates the data directory, refuses filesystems without O_DIRECT, and writes the probe file.
+fn prepare_data_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| {
+        format!("cannot create the data directory {}; choose another with --data-dir", dir.display())
+    })?;
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    let cpath = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).context("data directory path")?;
+    if unsafe { libc::statfs(cpath.as_ptr(), &mut st) } == 0 {
+        let ftype = st.f_type as i64;
+        if ftype == TMPFS_MAGIC || ftype == RAMFS_MAGIC {
+            bail!(
+                "the data directory {} is on tmpfs/ramfs, which does not support O_DIRECT; put it on a disk filesystem such as ext4 or xfs (--data-dir DIR)",
+                dir.display()
+            );
+        }
+    }
+    let probe = dir.join(PROBE_FILE);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&probe)
+        .with_context(|| format!("the data directory {} is not writable", dir.display()))?;
+    f.write_all(&[b'S'; PROBE_LEN])?;
+    f.sync_all()?;
+    drop(f);
+    // An O_DIRECT write of one aligned block must work.
+    let direct = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&probe);
+    let ok = match direct {
+        Ok(file) => {
+            let layout = std::alloc::Layout::from_size_align(PROBE_LEN, 4096).unwrap();
+            let buf = unsafe { std::alloc::alloc_zeroed(layout) };
+            unsafe { std::ptr::write_bytes(buf, b'S', PROBE_LEN) };
+            let r = unsafe { libc::pwrite(std::os::fd::AsRawFd::as_raw_fd(&file), buf as *const libc::c_void, PROBE_LEN, 0) };
+            unsafe { std::alloc::dealloc(buf, layout) };
+            r == PROBE_LEN as isize
+        }
+        Err(_) => false,
+    };
+    if !ok {
+        bail!(
+            "the filesystem of the data directory {} does not support O_DIRECT writes; put it on ext4 or xfs (--data-dir DIR)",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+fn check_port(listen: SocketAddr) -> Result<()> {
+    if listen.port() == 0 {
+        return Ok(());
+    }
+    match std::net::TcpListener::bind(listen) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => bail!(
+            "cannot listen on {listen}: the address is already in use by another process; stop it or choose another port with --listen HOST:PORT"
+        ),
+        Err(e) => bail!("cannot listen on {listen}: {e}; choose another address with --listen HOST:PORT"),
+    }
+}

@@ -1,0 +1,349 @@
+//! A shard: one pinned core's executor state, the partition logs it owns, and the owner-side
+//! execution of routed work.
+//!
+//! Owns the `PartitionLog`s placed on this shard and this shard's copy of the metadata snapshot.
+//! On shard 0 it also owns the `MetadataStore` (topic create/delete). It must not touch another
+//! shard's logs: everything for a partition it does not own goes through the `ShardRouter`.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::future::{join_all, select_all, LocalBoxFuture};
+use futures::FutureExt;
+use glommio::sync::Semaphore;
+use tracing::{error, info, warn};
+use uuid::Uuid;
+
+use crate::config::BrokerConfig;
+use crate::metadata::{self, MetadataSnapshot, MetadataStore, TopicMeta};
+use crate::protocol::errors;
+use crate::routing::*;
+use crate::storage::{self, LogConfig, PartitionLog};
+
+/// The logs of one topic open on this shard, by partition index (None: owned elsewhere).
+struct OpenTopic {
+    id: Uuid,
+    partitions: Vec<Option<Rc<PartitionLog>>>,
+}
+
+pub struct Shard {
+    pub id: usize,
+    pub config: Rc<BrokerConfig>,
+    metadata: RefCell<Arc<MetadataSnapshot>>,
+    logs: RefCell<HashMap<String, OpenTopic>>,
+    router: RefCell<Option<Rc<ShardRouter>>>,
+    /// Shard 0 only: the persisted metadata and the lock serializing its changes.
+    store: Option<RefCell<MetadataStore>>,
+    metadata_lock: Semaphore,
+}
+
+impl Shard {
+    pub fn new(id: usize, config: Rc<BrokerConfig>, snapshot: Arc<MetadataSnapshot>, store: Option<MetadataStore>) -> Rc<Shard> {
+        Rc::new(Shard {
+            id,
+            config,
+            metadata: RefCell::new(snapshot),
+            logs: RefCell::new(HashMap::new()),
+            router: RefCell::new(None),
+            store: store.map(RefCell::new),
+            metadata_lock: Semaphore::new(1),
+        })
+    }
+
+    pub fn set_router(&self, router: ShardRouter) {
+        *self.router.borrow_mut() = Some(Rc::new(router));
+    }
+
+    pub fn router(&self) -> Rc<ShardRouter> {
+        self.router.borrow().clone().expect("router connected")
+    }
+
+    pub fn shards(&self) -> usize {
+        self.router().shards()
+    }
+
+    /// The current metadata snapshot (cheap clone of an `Arc`).
+    pub fn metadata(&self) -> Arc<MetadataSnapshot> {
+        self.metadata.borrow().clone()
+    }
+
+    /// Routes a request to `target` (run inline when it is this shard).
+    pub fn call(self: &Rc<Self>, target: usize, request: ShardRequest) -> LocalBoxFuture<'static, ShardResponse> {
+        self.router().call(self, target, request)
+    }
+
+    fn log(&self, topic: &str, partition: i32) -> Option<Rc<PartitionLog>> {
+        let logs = self.logs.borrow();
+        let t = logs.get(topic)?;
+        usize::try_from(partition).ok().and_then(|p| t.partitions.get(p)).cloned().flatten()
+    }
+
+    fn log_config(&self, topic: &TopicMeta) -> LogConfig {
+        LogConfig {
+            segment_bytes: topic.config_u64("segment.bytes").unwrap_or(self.config.log_segment_bytes),
+            roll_ms: topic.config_u64("segment.ms").unwrap_or(self.config.log_roll_ms),
+            index_interval_bytes: topic
+                .config_u64("index.interval.bytes")
+                .map(|v| v as usize)
+                .unwrap_or(self.config.index_interval_bytes),
+            tail_cache_bytes: self.config.tail_cache_bytes,
+        }
+    }
+
+    /// Opens the logs this shard owns per `snapshot`, closes (and deletes) those of topics that
+    /// are gone, then installs the snapshot.
+    pub async fn apply_metadata(self: Rc<Self>, snapshot: Arc<MetadataSnapshot>) {
+        if snapshot.version < self.metadata.borrow().version {
+            return;
+        }
+        // Topics removed or replaced (same name, new id): close and delete their logs.
+        let gone: Vec<(String, OpenTopic)> = {
+            let mut logs = self.logs.borrow_mut();
+            let names: Vec<String> = logs
+                .iter()
+                .filter(|(name, t)| snapshot.topic(name).is_none_or(|m| m.id != t.id))
+                .map(|(n, _)| n.clone())
+                .collect();
+            names.into_iter().map(|n| { let t = logs.remove(&n).unwrap(); (n, t) }).collect()
+        };
+        for (name, topic) in gone {
+            for log in topic.partitions.into_iter().flatten() {
+                log.close();
+                if let Err(e) = std::fs::remove_dir_all(log.dir()) {
+                    warn!(topic = %name, "could not remove {}: {e}", log.dir().display());
+                }
+            }
+            info!(shard = self.id, topic = %name, "deleted topic's logs");
+        }
+        for topic in snapshot.topics.values() {
+            let owned: Vec<usize> = topic.placement.iter().enumerate().filter(|(_, &s)| s == self.id).map(|(p, _)| p).collect();
+            for p in owned {
+                if self.log(&topic.name, p as i32).is_some() {
+                    continue;
+                }
+                let dir = self.config.data_dir.join(storage::partition_dir_name(&topic.name, p as i32));
+                match PartitionLog::open(&topic.name, p as i32, dir, self.log_config(topic)).await {
+                    Ok(log) => {
+                        let mut logs = self.logs.borrow_mut();
+                        let entry = logs.entry(topic.name.clone()).or_insert_with(|| OpenTopic { id: topic.id, partitions: Vec::new() });
+                        if entry.partitions.len() < topic.placement.len() {
+                            entry.partitions.resize(topic.placement.len(), None);
+                        }
+                        entry.partitions[p] = Some(log);
+                    }
+                    Err(e) => error!(topic = %topic.name, partition = p, "cannot open partition log: {e}"),
+                }
+            }
+        }
+        let mut cur = self.metadata.borrow_mut();
+        if snapshot.version >= cur.version {
+            *cur = snapshot;
+        }
+    }
+
+    fn produce(&self, items: Vec<ProduceItem>, acks: i16) -> LocalBoxFuture<'static, ShardResponse> {
+        // Appends happen now, in call order; only the durability wait is deferred.
+        let mut waits = Vec::with_capacity(items.len());
+        for item in items {
+            let Some(log) = self.log(&item.topic, item.partition) else {
+                waits.push(Err(errors::UNKNOWN_TOPIC_OR_PARTITION));
+                continue;
+            };
+            match log.append(item.data, &item.summary, acks == -1) {
+                Ok(info) => waits.push(Ok((log, info))),
+                Err(e) => waits.push(Err(e.kafka_code())),
+            }
+        }
+        async move {
+            let mut out = Vec::with_capacity(waits.len());
+            for w in waits {
+                out.push(match w {
+                    Err(code) => ProduceOutcome { error: code, base_offset: -1, log_start_offset: -1 },
+                    Ok((log, info)) => {
+                        let res = if acks == 0 { Ok(()) } else { log.wait_persisted(info.next_offset, acks == -1).await };
+                        match res {
+                            Ok(()) => ProduceOutcome { error: 0, base_offset: info.base_offset, log_start_offset: info.log_start_offset },
+                            Err(e) => ProduceOutcome { error: e.kafka_code(), base_offset: -1, log_start_offset: -1 },
+                        }
+                    }
+                });
+            }
+            ShardResponse::Produce(out)
+        }
+        .boxed_local()
+    }
+
+    async fn fetch(self: Rc<Self>, items: Vec<FetchItem>) -> ShardResponse {
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let Some(log) = self.log(&item.topic, item.partition) else {
+                out.push(FetchOutcome { error: errors::UNKNOWN_TOPIC_OR_PARTITION, high_watermark: -1, log_start_offset: -1, ..Default::default() });
+                continue;
+            };
+            let res = log.read(item.offset, item.max_bytes).await;
+            let (hw, start) = (log.next_offset(), log.log_start_offset());
+            out.push(match res {
+                Ok(data) => FetchOutcome { error: 0, high_watermark: hw, log_start_offset: start, records: data.chunks, bytes: data.bytes },
+                Err(e) => FetchOutcome { error: e.kafka_code(), high_watermark: hw, log_start_offset: start, ..Default::default() },
+            });
+        }
+        ShardResponse::Fetch(out)
+    }
+
+    async fn wait_for_data(self: Rc<Self>, items: Vec<(String, i32, i64)>, deadline: Instant) -> ShardResponse {
+        let logs: Vec<(Rc<PartitionLog>, i64)> = items
+            .iter()
+            .filter_map(|(t, p, o)| self.log(t, *p).map(|l| (l, *o)))
+            .collect();
+        if logs.is_empty() {
+            return ShardResponse::Waited;
+        }
+        let waits = logs.iter().map(|(l, o)| {
+            let l = l.clone();
+            let o = *o;
+            async move { l.wait_for_data(o, deadline).await }.boxed_local()
+        });
+        select_all(waits).await;
+        ShardResponse::Waited
+    }
+
+    async fn list_offsets(self: Rc<Self>, items: Vec<ListOffsetsItem>) -> ShardResponse {
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let Some(log) = self.log(&item.topic, item.partition) else {
+                out.push(ListOffsetsOutcome { error: errors::UNKNOWN_TOPIC_OR_PARTITION, timestamp: -1, offset: -1 });
+                continue;
+            };
+            let r = match item.timestamp {
+                // LATEST, and LATEST_TIERED (-5): the log end offset.
+                -1 | -5 => ListOffsetsOutcome { error: 0, timestamp: -1, offset: log.next_offset() },
+                // EARLIEST, EARLIEST_LOCAL (-4).
+                -2 | -4 => ListOffsetsOutcome { error: 0, timestamp: -1, offset: log.log_start_offset() },
+                // MAX_TIMESTAMP
+                -3 => match log.max_timestamp() {
+                    Some((ts, off)) => ListOffsetsOutcome { error: 0, timestamp: ts, offset: off },
+                    None => ListOffsetsOutcome { error: 0, timestamp: -1, offset: -1 },
+                },
+                ts if ts >= 0 => match log.offset_for_timestamp(ts).await {
+                    Ok(Some(off)) => ListOffsetsOutcome { error: 0, timestamp: ts, offset: off },
+                    Ok(None) => ListOffsetsOutcome { error: 0, timestamp: -1, offset: -1 },
+                    Err(e) => ListOffsetsOutcome { error: e.kafka_code(), timestamp: -1, offset: -1 },
+                },
+                _ => ListOffsetsOutcome { error: errors::INVALID_REQUEST, timestamp: -1, offset: -1 },
+            };
+            out.push(r);
+        }
+        ShardResponse::ListOffsets(out)
+    }
+
+    /// Shard 0: creates topics, persists metadata, and waits until every shard applied it.
+    async fn create_topics(self: Rc<Self>, topics: Vec<NewTopic>, validate_only: bool) -> ShardResponse {
+        let _permit = self.metadata_lock.acquire_permit(1).await.expect("metadata lock");
+        let shards = self.shards();
+        let current = self.metadata();
+        let mut outcomes = Vec::with_capacity(topics.len());
+        let mut to_add = Vec::new();
+        for t in topics {
+            if current.topic(&t.name).is_some() || to_add.iter().any(|m: &TopicMeta| m.name == t.name) {
+                outcomes.push(TopicOutcome {
+                    name: t.name.clone(),
+                    error: errors::TOPIC_ALREADY_EXISTS,
+                    message: Some(format!("Topic '{}' already exists.", t.name)),
+                    topic_id: Uuid::nil(),
+                    partitions: -1,
+                });
+                continue;
+            }
+            let meta = TopicMeta {
+                name: t.name.clone(),
+                id: Uuid::new_v4(),
+                placement: metadata::place(&t.name, t.partitions, shards),
+                configs: t.configs.into_iter().collect(),
+            };
+            outcomes.push(TopicOutcome { name: t.name, error: 0, message: None, topic_id: meta.id, partitions: t.partitions });
+            to_add.push(meta);
+        }
+        if validate_only || to_add.is_empty() {
+            return ShardResponse::Topics(outcomes);
+        }
+        let store = self.store.as_ref().expect("metadata store lives on shard 0");
+        let snap = store.borrow_mut().update(|m| {
+            for t in to_add {
+                m.topics.insert(t.name.clone(), Arc::new(t));
+            }
+        });
+        match snap {
+            Ok(snap) => self.broadcast(snap).await,
+            Err(e) => {
+                error!("cannot persist metadata: {e:#}");
+                for o in outcomes.iter_mut().filter(|o| o.error == 0) {
+                    o.error = errors::KAFKA_STORAGE_ERROR;
+                    o.message = Some(format!("metadata write failed: {e}"));
+                }
+            }
+        }
+        ShardResponse::Topics(outcomes)
+    }
+
+    /// Shard 0: deletes topics and waits until every shard removed their logs.
+    async fn delete_topics(self: Rc<Self>, names: Vec<String>) -> ShardResponse {
+        let _permit = self.metadata_lock.acquire_permit(1).await.expect("metadata lock");
+        let current = self.metadata();
+        let mut outcomes = Vec::with_capacity(names.len());
+        let mut remove = Vec::new();
+        for n in names {
+            match current.topic(&n) {
+                Some(t) => {
+                    outcomes.push(TopicOutcome { name: n.clone(), error: 0, message: None, topic_id: t.id, partitions: t.partitions() });
+                    remove.push(n);
+                }
+                None => outcomes.push(TopicOutcome {
+                    name: n,
+                    error: errors::UNKNOWN_TOPIC_OR_PARTITION,
+                    message: Some("This server does not host this topic.".into()),
+                    topic_id: Uuid::nil(),
+                    partitions: -1,
+                }),
+            }
+        }
+        if !remove.is_empty() {
+            let store = self.store.as_ref().expect("metadata store lives on shard 0");
+            let snap = store.borrow_mut().update(|m| {
+                for n in &remove {
+                    m.topics.remove(n);
+                }
+            });
+            match snap {
+                Ok(snap) => self.broadcast(snap).await,
+                Err(e) => error!("cannot persist metadata: {e:#}"),
+            }
+        }
+        ShardResponse::Topics(outcomes)
+    }
+
+    async fn broadcast(self: &Rc<Self>, snapshot: Arc<MetadataSnapshot>) {
+        let calls = (0..self.shards()).map(|s| self.call(s, ShardRequest::ApplyMetadata { snapshot: snapshot.clone() }));
+        join_all(calls).await;
+    }
+}
+
+impl ShardExecutor for Shard {
+    fn execute(self: Rc<Self>, request: ShardRequest) -> LocalBoxFuture<'static, ShardResponse> {
+        match request {
+            ShardRequest::Produce { items, acks } => self.produce(items, acks),
+            ShardRequest::Fetch { items } => self.fetch(items).boxed_local(),
+            ShardRequest::WaitForData { items, deadline } => self.wait_for_data(items, deadline).boxed_local(),
+            ShardRequest::ListOffsets { items } => self.list_offsets(items).boxed_local(),
+            ShardRequest::ApplyMetadata { snapshot } => async move {
+                self.apply_metadata(snapshot).await;
+                ShardResponse::Applied
+            }
+            .boxed_local(),
+            ShardRequest::CreateTopics { topics, validate_only } => self.create_topics(topics, validate_only).boxed_local(),
+            ShardRequest::DeleteTopics { names } => self.delete_topics(names).boxed_local(),
+        }
+    }
+}

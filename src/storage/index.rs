@@ -1,0 +1,153 @@
+//! Sparse offset and time index of one segment.
+//!
+//! Owns the in-memory index entries and their on-disk files (`.index`, `.timeindex`). Knows
+//! nothing of batches beyond offsets, positions and timestamps.
+
+use std::path::Path;
+
+/// One sparse index point: the batch starting at `rel_offset` (relative to the segment base)
+/// begins at byte `position`; every record before it has a timestamp <= `max_ts_before`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexEntry {
+    pub rel_offset: u32,
+    pub position: u32,
+    pub max_ts_before: i64,
+}
+
+/// Bytes per entry in the `.index` file: relative offset (u32) + position (u32), as Kafka.
+const OFFSET_ENTRY_LEN: usize = 8;
+/// Bytes per entry in the `.timeindex` file: timestamp (i64) + relative offset (u32), as Kafka.
+const TIME_ENTRY_LEN: usize = 12;
+
+#[derive(Debug, Default, Clone)]
+pub struct SegmentIndex {
+    entries: Vec<IndexEntry>,
+    bytes_since_last: usize,
+}
+
+impl SegmentIndex {
+    /// Records a batch appended at `position`; adds an entry every `interval` bytes.
+    pub fn on_append(&mut self, rel_offset: u32, position: u32, size: usize, max_ts_before: i64, interval: usize) {
+        if self.entries.is_empty() || self.bytes_since_last >= interval {
+            if let Some(last) = self.entries.last() {
+                assert!(last.rel_offset < rel_offset && last.position < position, "index must grow");
+            }
+            self.entries.push(IndexEntry { rel_offset, position, max_ts_before });
+            self.bytes_since_last = 0;
+        }
+        self.bytes_since_last += size;
+    }
+
+    /// The entry with the greatest relative offset <= `rel`, if any.
+    pub fn lookup_offset(&self, rel: u32) -> Option<IndexEntry> {
+        let i = self.entries.partition_point(|e| e.rel_offset <= rel);
+        i.checked_sub(1).map(|i| self.entries[i])
+    }
+
+    /// The last entry before which every record has a timestamp < `ts`.
+    pub fn lookup_time(&self, ts: i64) -> Option<IndexEntry> {
+        let i = self.entries.partition_point(|e| e.max_ts_before < ts);
+        i.checked_sub(1).map(|i| self.entries[i])
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Writes `.index` and `.timeindex` beside the segment (called when a segment is sealed).
+    pub fn persist(&self, log_path: &Path) -> std::io::Result<()> {
+        let mut off = Vec::with_capacity(self.entries.len() * OFFSET_ENTRY_LEN);
+        let mut time = Vec::with_capacity(self.entries.len() * TIME_ENTRY_LEN);
+        for e in &self.entries {
+            off.extend_from_slice(&e.rel_offset.to_be_bytes());
+            off.extend_from_slice(&e.position.to_be_bytes());
+            time.extend_from_slice(&e.max_ts_before.to_be_bytes());
+            time.extend_from_slice(&e.rel_offset.to_be_bytes());
+        }
+        write_synced(&log_path.with_extension("index"), &off)?;
+        write_synced(&log_path.with_extension("timeindex"), &time)
+    }
+
+    /// Loads the index files of a sealed segment. Returns `None` when they are missing or do
+    /// not agree with each other or with the segment size (the caller then rebuilds).
+    pub fn load(log_path: &Path, segment_size: u64) -> Option<SegmentIndex> {
+        let off = std::fs::read(log_path.with_extension("index")).ok()?;
+        let time = std::fs::read(log_path.with_extension("timeindex")).ok()?;
+        if off.len() % OFFSET_ENTRY_LEN != 0 || time.len() % TIME_ENTRY_LEN != 0 {
+            return None;
+        }
+        let n = off.len() / OFFSET_ENTRY_LEN;
+        if n != time.len() / TIME_ENTRY_LEN || (n == 0 && segment_size > 0) {
+            return None;
+        }
+        let mut entries = Vec::with_capacity(n);
+        for i in 0..n {
+            let o = &off[i * OFFSET_ENTRY_LEN..];
+            let t = &time[i * TIME_ENTRY_LEN..];
+            let rel_offset = u32::from_be_bytes(o[0..4].try_into().unwrap());
+            let position = u32::from_be_bytes(o[4..8].try_into().unwrap());
+            let max_ts_before = i64::from_be_bytes(t[0..8].try_into().unwrap());
+            let trel = u32::from_be_bytes(t[8..12].try_into().unwrap());
+            if trel != rel_offset || position as u64 >= segment_size.max(1) {
+                return None;
+            }
+            if let Some(prev) = entries.last() {
+                let prev: &IndexEntry = prev;
+                if prev.rel_offset >= rel_offset || prev.position >= position {
+                    return None;
+                }
+            }
+            entries.push(IndexEntry { rel_offset, position, max_ts_before });
+        }
+        if entries.first().is_some_and(|e| e.position != 0) {
+            return None;
+        }
+        Some(SegmentIndex { entries, bytes_since_last: usize::MAX / 2 })
+    }
+}
+
+fn write_synced(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_data()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Removes the index files of a segment.
+pub fn remove_index_files(log_path: &Path) {
+    let _ = std::fs::remove_file(log_path.with_extension("index"));
+    let _ = std::fs::remove_file(log_path.with_extension("timeindex"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparse_lookup_and_roundtrip() {
+        let mut idx = SegmentIndex::default();
+        let mut pos = 0u32;
+        for i in 0..100u32 {
+            idx.on_append(i * 10, pos, 1000, i as i64 * 100 - 1, 4096);
+            pos += 1000;
+        }
+        assert_eq!(idx.len(), 20); // every 5th batch
+        assert_eq!(idx.lookup_offset(0).unwrap().position, 0);
+        let e = idx.lookup_offset(57).unwrap();
+        assert!(e.rel_offset <= 57 && e.rel_offset >= 10);
+        let t = idx.lookup_time(1000).unwrap();
+        assert!(t.max_ts_before < 1000);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("00000000000000000000.log");
+        idx.persist(&p).unwrap();
+        let back = SegmentIndex::load(&p, pos as u64).unwrap();
+        assert_eq!(back.entries, idx.entries);
+        assert!(SegmentIndex::load(&p, 10).is_none(), "positions past the segment end are refused");
+    }
+}

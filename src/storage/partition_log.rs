@@ -1,0 +1,633 @@
+//! The log of one partition: its segments, indexes, in-memory tail and the task that writes it.
+//!
+//! Owns offsets (log start, log end, written, durable), segment roll, the tail cache and group
+//! commit. Lives on the shard that owns the partition and is only touched from that shard's
+//! executor. Knows nothing of the Kafka protocol beyond record batch framing.
+//!
+//! Appends are synchronous (offsets are assigned in call order, which keeps per-partition order
+//! for pipelined requests); durability is awaited separately. One writer task per partition
+//! drains the pending batches: everything appended while a write is in flight goes out in the
+//! next single DMA write, followed by one fdatasync when any of it was produced with acks=all.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use event_listener::Event;
+use glommio::io::DmaFile;
+use tracing::{info, warn};
+
+use super::batch::{self, BatchesSummary};
+use super::index::{self, SegmentIndex};
+use super::segment::{self, SegmentWriter};
+use super::StorageError;
+
+/// Largest number of bytes the writer task puts in one DMA write.
+const MAX_WRITE_BYTES: usize = 8 << 20;
+/// Extra bytes read past `max_bytes` so the batch at an index point's offset is reached.
+const READ_SLACK: usize = 64 << 10;
+
+/// Per-log settings (topic configs with broker defaults applied).
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub segment_bytes: u64,
+    pub roll_ms: u64,
+    pub index_interval_bytes: usize,
+    pub tail_cache_bytes: usize,
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    /// Offset after the last record appended.
+    pub next_offset: i64,
+    pub log_start_offset: i64,
+}
+
+/// The result of a read: whole batches, in order.
+#[derive(Debug, Default)]
+pub struct ReadData {
+    pub chunks: Vec<Bytes>,
+    pub bytes: usize,
+}
+
+struct Segment {
+    base_offset: i64,
+    path: PathBuf,
+    /// `None` until the writer task creates the file.
+    file: Option<Rc<DmaFile>>,
+    /// Logical size: bytes appended (written or pending).
+    size: u64,
+    /// Bytes on the device (readable from the file).
+    written_size: u64,
+    next_offset: i64,
+    max_timestamp: i64,
+    index: SegmentIndex,
+    created: Instant,
+}
+
+struct CachedBatches {
+    base_offset: i64,
+    next_offset: i64,
+    bytes: Bytes,
+}
+
+struct Pending {
+    segment_base: i64,
+    next_offset: i64,
+    bytes: Bytes,
+}
+
+struct LogState {
+    segments: Vec<Segment>,
+    log_start_offset: i64,
+    next_offset: i64,
+    written_offset: i64,
+    durable_offset: i64,
+    /// Highest offset (exclusive) an acks=all producer waits for.
+    sync_wanted: i64,
+    pending: VecDeque<Pending>,
+    cache: VecDeque<CachedBatches>,
+    cache_bytes: usize,
+    failed: Option<String>,
+    closed: bool,
+}
+
+pub struct PartitionLog {
+    pub topic: String,
+    pub partition: i32,
+    dir: PathBuf,
+    config: LogConfig,
+    state: RefCell<LogState>,
+    /// Fired on every append (wakes parked fetches).
+    appended: Event,
+    /// Fired when written/durable offsets advance or the log fails.
+    progress: Event,
+    /// Fired when there is work for the writer task.
+    work: Event,
+    writer_running: Cell<bool>,
+}
+
+impl PartitionLog {
+    /// Opens (creating if needed) the log in `dir`, recovering the active segment: every batch
+    /// is CRC-checked and a torn or corrupt tail is truncated. Spawns the writer task.
+    pub async fn open(
+        topic: &str,
+        partition: i32,
+        dir: PathBuf,
+        config: LogConfig,
+    ) -> Result<Rc<PartitionLog>, StorageError> {
+        std::fs::create_dir_all(&dir)?;
+        let mut bases: Vec<i64> = std::fs::read_dir(&dir)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let stem = name.strip_suffix(".log")?;
+                (stem.len() == 20).then(|| stem.parse::<i64>().ok()).flatten()
+            })
+            .collect();
+        bases.sort_unstable();
+
+        let mut segments = Vec::with_capacity(bases.len().max(1));
+        let mut writer = None;
+        for (i, &base) in bases.iter().enumerate() {
+            let path = segment::segment_path(&dir, base);
+            let last = i + 1 == bases.len();
+            let seg = if last {
+                let (seg, w) = recover_active(&path, base, &config).await?;
+                writer = Some(w);
+                seg
+            } else {
+                load_sealed(&path, base, &config).await?
+            };
+            segments.push(seg);
+        }
+        if segments.is_empty() {
+            let path = segment::segment_path(&dir, 0);
+            let file = Rc::new(segment::open_rw(&path).await?);
+            writer = Some(SegmentWriter::resume(file.clone(), 0, 0).await?);
+            segments.push(new_segment(0, path, Some(file)));
+        }
+        let next_offset = segments.last().unwrap().next_offset;
+        let log_start_offset = segments[0].base_offset;
+        let log = Rc::new(PartitionLog {
+            topic: topic.to_string(),
+            partition,
+            dir,
+            config,
+            state: RefCell::new(LogState {
+                segments,
+                log_start_offset,
+                next_offset,
+                written_offset: next_offset,
+                durable_offset: next_offset,
+                sync_wanted: next_offset,
+                pending: VecDeque::new(),
+                cache: VecDeque::new(),
+                cache_bytes: 0,
+                failed: None,
+                closed: false,
+            }),
+            appended: Event::new(),
+            progress: Event::new(),
+            work: Event::new(),
+            writer_running: Cell::new(true),
+        });
+        let w = writer.expect("active segment writer");
+        glommio::spawn_local(run_writer(log.clone(), w)).detach();
+        Ok(log)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Log end offset: the offset the next appended record gets.
+    pub fn next_offset(&self) -> i64 {
+        self.state.borrow().next_offset
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.state.borrow().log_start_offset
+    }
+
+    /// Appends validated batches, assigning offsets from the log end. Synchronous: call order is
+    /// log order. `sync` asks the writer to fdatasync after writing them (acks=all).
+    pub fn append(&self, mut data: BytesMut, summary: &BatchesSummary, sync: bool) -> Result<AppendInfo, StorageError> {
+        let mut st = self.state.borrow_mut();
+        if let Some(e) = &st.failed {
+            return Err(StorageError::Failed(e.clone()));
+        }
+        if st.closed {
+            return Err(StorageError::Closed);
+        }
+        let base = st.next_offset;
+        let next = batch::assign_offsets(&mut data, base, 0);
+        debug_assert_eq!(next - base, summary.offset_count);
+        let bytes = data.freeze();
+        let len = bytes.len() as u64;
+
+        // Segment roll is decided here, so positions and indexes are known at append time.
+        let roll = {
+            let active = st.segments.last().unwrap();
+            active.size > 0
+                && (active.size + len > self.config.segment_bytes
+                    || active.created.elapsed() >= Duration::from_millis(self.config.roll_ms))
+        };
+        if roll {
+            let path = segment::segment_path(&self.dir, base);
+            st.segments.push(new_segment(base, path, None));
+        }
+        let interval = self.config.index_interval_bytes;
+        let active = st.segments.last_mut().unwrap();
+        for (pos, h) in batch::iter_headers(&bytes) {
+            let rel = (h.base_offset - active.base_offset) as u32;
+            let position = (active.size + pos as u64) as u32;
+            active.index.on_append(rel, position, h.size, active.max_timestamp, interval);
+            active.max_timestamp = active.max_timestamp.max(h.max_timestamp);
+        }
+        active.size += len;
+        active.next_offset = next;
+        let segment_base = active.base_offset;
+        st.next_offset = next;
+        if sync {
+            st.sync_wanted = next;
+        }
+        st.pending.push_back(Pending { segment_base, next_offset: next, bytes: bytes.clone() });
+        st.cache_bytes += bytes.len();
+        st.cache.push_back(CachedBatches { base_offset: base, next_offset: next, bytes });
+        let log_start_offset = st.log_start_offset;
+        drop(st);
+        self.work.notify(1);
+        self.appended.notify(usize::MAX);
+        Ok(AppendInfo { base_offset: base, next_offset: next, log_start_offset })
+    }
+
+    /// Waits until every offset below `upto` is on the device (acks=1) or durable (acks=all).
+    pub async fn wait_persisted(&self, upto: i64, durable: bool) -> Result<(), StorageError> {
+        loop {
+            let listener = self.progress.listen();
+            {
+                let st = self.state.borrow();
+                if let Some(e) = &st.failed {
+                    return Err(StorageError::Failed(e.clone()));
+                }
+                let reached = if durable { st.durable_offset } else { st.written_offset };
+                if reached >= upto {
+                    return Ok(());
+                }
+                if st.closed {
+                    return Err(StorageError::Closed);
+                }
+            }
+            listener.await;
+        }
+    }
+
+    /// Waits until the log end moves past `offset` or `deadline` passes.
+    pub async fn wait_for_data(&self, offset: i64, deadline: Instant) {
+        loop {
+            let listener = self.appended.listen();
+            if self.next_offset() > offset || self.state.borrow().closed {
+                return;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            let _ = glommio::timer::timeout(deadline - now, async {
+                listener.await;
+                Ok(())
+            })
+            .await;
+        }
+    }
+
+    /// Reads whole batches starting with the one that contains `offset`, up to `max_bytes`
+    /// (always at least one batch). Returns `OffsetOutOfRange` outside [log start, log end].
+    pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadData, StorageError> {
+        let (file, start_pos, end_pos) = {
+            let st = self.state.borrow();
+            if offset < st.log_start_offset || offset > st.next_offset {
+                return Err(StorageError::OffsetOutOfRange);
+            }
+            if offset == st.next_offset {
+                return Ok(ReadData::default());
+            }
+            if st.cache.front().is_some_and(|c| offset >= c.base_offset) {
+                return Ok(read_cache(&st.cache, offset, max_bytes));
+            }
+            let si = st.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
+            let seg = &st.segments[si];
+            let rel = (offset - seg.base_offset) as u32;
+            let pos = seg.index.lookup_offset(rel).map(|e| e.position as u64).unwrap_or(0);
+            let file = seg.file.clone().ok_or_else(|| StorageError::Failed("segment file missing".into()))?;
+            (file, pos, seg.written_size)
+        };
+        read_file(&file, start_pos, end_pos, offset, max_bytes).await
+    }
+
+    /// The offset of the first record with a timestamp >= `ts`, or `None` when there is none.
+    pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<i64>, StorageError> {
+        let start = {
+            let st = self.state.borrow();
+            let Some(seg) = st.segments.iter().find(|s| s.max_timestamp >= ts && s.next_offset > s.base_offset) else {
+                return Ok(None);
+            };
+            let rel = seg.index.lookup_time(ts).map(|e| e.rel_offset).unwrap_or(0);
+            (seg.base_offset + rel as i64).max(st.log_start_offset)
+        };
+        let mut offset = start;
+        loop {
+            let data = self.read(offset, 1 << 20).await?;
+            if data.chunks.is_empty() {
+                return Ok(None);
+            }
+            for chunk in &data.chunks {
+                for (pos, h) in batch::iter_headers(chunk) {
+                    offset = h.next_offset();
+                    if h.max_timestamp >= ts {
+                        let exact = batch::first_offset_at_or_after(&chunk[pos..pos + h.size], ts);
+                        return Ok(Some(exact.unwrap_or(h.base_offset)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The offset of the record with the greatest timestamp and that timestamp (ListOffsets -3).
+    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+        let st = self.state.borrow();
+        let seg = st.segments.iter().filter(|s| s.next_offset > s.base_offset).max_by_key(|s| s.max_timestamp)?;
+        // Batch granularity: the last offset of the segment holding the maximum.
+        Some((seg.max_timestamp, seg.next_offset - 1))
+    }
+
+    /// Stops the writer task; the directory can then be removed.
+    pub fn close(&self) {
+        self.state.borrow_mut().closed = true;
+        self.work.notify(usize::MAX);
+        self.appended.notify(usize::MAX);
+        self.progress.notify(usize::MAX);
+    }
+
+    pub fn is_writer_running(&self) -> bool {
+        self.writer_running.get()
+    }
+
+    fn fail(&self, err: &std::io::Error) {
+        warn!(topic = %self.topic, partition = self.partition, "log write failed: {err}");
+        self.state.borrow_mut().failed = Some(err.to_string());
+        self.progress.notify(usize::MAX);
+    }
+}
+
+fn new_segment(base_offset: i64, path: PathBuf, file: Option<Rc<DmaFile>>) -> Segment {
+    Segment {
+        base_offset,
+        path,
+        file,
+        size: 0,
+        written_size: 0,
+        next_offset: base_offset,
+        max_timestamp: -1,
+        index: SegmentIndex::default(),
+        created: Instant::now(),
+    }
+}
+
+/// Builds the in-memory description of a scanned segment.
+fn segment_from_scan(base: i64, path: PathBuf, file: Rc<DmaFile>, scan: &segment::ScanResult, config: &LogConfig) -> Segment {
+    let mut seg = new_segment(base, path, Some(file));
+    for &(pos, h) in &scan.batches {
+        let rel = (h.base_offset - base) as u32;
+        seg.index.on_append(rel, pos as u32, h.size, seg.max_timestamp, config.index_interval_bytes);
+        seg.max_timestamp = seg.max_timestamp.max(h.max_timestamp);
+        seg.next_offset = h.next_offset();
+    }
+    seg.size = scan.valid_len;
+    seg.written_size = scan.valid_len;
+    seg
+}
+
+/// Opens a sealed segment read-only, loading its index files or rebuilding them.
+async fn load_sealed(path: &Path, base: i64, config: &LogConfig) -> Result<Segment, StorageError> {
+    let file = Rc::new(glommio::io::DmaFile::open(path).await.map_err(std::io::Error::from)?);
+    let len = file.file_size().await.map_err(std::io::Error::from)?;
+    let scan = segment::scan(&file, len, false).await?;
+    let mut seg = segment_from_scan(base, path.to_path_buf(), file, &scan, config);
+    match SegmentIndex::load(path, scan.valid_len) {
+        Some(idx) => seg.index = idx,
+        None => {
+            info!(segment = %path.display(), entries = seg.index.len(), "rebuilt missing or invalid index");
+            seg.index.persist(path)?;
+        }
+    }
+    if scan.trailing > 0 {
+        warn!(segment = %path.display(), bytes = scan.trailing, reason = ?scan.stop_reason, "sealed segment has unreadable tail; serving up to it");
+    }
+    Ok(seg)
+}
+
+/// Recovers the active segment: validates every batch by CRC and truncates what follows the
+/// last valid one.
+async fn recover_active(path: &Path, base: i64, config: &LogConfig) -> Result<(Segment, SegmentWriter), StorageError> {
+    let file = Rc::new(segment::open_rw(path).await?);
+    let len = file.file_size().await.map_err(std::io::Error::from)?;
+    let scan = segment::scan(&file, len, true).await?;
+    if scan.trailing > 0 {
+        match scan.stop_reason.as_deref() {
+            None | Some("block padding") => {}
+            Some(reason) => warn!(
+                segment = %path.display(),
+                valid_bytes = scan.valid_len,
+                truncated_bytes = scan.trailing,
+                "recovery truncated a damaged tail: {reason}"
+            ),
+        }
+        file.truncate(scan.valid_len).await.map_err(std::io::Error::from)?;
+        file.fdatasync().await.map_err(std::io::Error::from)?;
+    }
+    index::remove_index_files(path);
+    let seg = segment_from_scan(base, path.to_path_buf(), file.clone(), &scan, config);
+    let writer = SegmentWriter::resume(file, base, scan.valid_len).await?;
+    Ok((seg, writer))
+}
+
+fn read_cache(cache: &VecDeque<CachedBatches>, offset: i64, max_bytes: usize) -> ReadData {
+    let mut out = ReadData::default();
+    let first = cache.partition_point(|c| c.next_offset <= offset);
+    for c in cache.iter().skip(first) {
+        for (pos, h) in batch::iter_headers(&c.bytes) {
+            if h.next_offset() <= offset {
+                continue;
+            }
+            if out.bytes > 0 && out.bytes + h.size > max_bytes {
+                return out;
+            }
+            out.chunks.push(c.bytes.slice(pos..pos + h.size));
+            out.bytes += h.size;
+        }
+    }
+    out
+}
+
+async fn read_file(file: &DmaFile, start: u64, end: u64, offset: i64, max_bytes: usize) -> Result<ReadData, StorageError> {
+    let mut pos = start;
+    let mut out = ReadData::default();
+    while pos < end {
+        let want = ((end - pos) as usize).min(max_bytes.saturating_sub(out.bytes) + READ_SLACK);
+        let rr = file.read_at(pos, want).await.map_err(std::io::Error::from)?;
+        let buf: &[u8] = &rr;
+        let mut at = 0usize;
+        let mut first_uncovered = None;
+        let mut keep_from = None;
+        for (p, h) in batch::iter_headers(buf) {
+            at = p + h.size;
+            if h.next_offset() <= offset {
+                continue;
+            }
+            if out.bytes > 0 && out.bytes + h.size > max_bytes {
+                if let Some(k) = keep_from {
+                    out.chunks.push(Bytes::copy_from_slice(&buf[k..p]));
+                }
+                return Ok(out);
+            }
+            keep_from.get_or_insert(p);
+            out.bytes += h.size;
+        }
+        if let Some(k) = keep_from {
+            out.chunks.push(Bytes::copy_from_slice(&buf[k..at]));
+        }
+        if at == 0 {
+            // The next batch is larger than what was read: read exactly that batch.
+            match batch::peek_batch_size(buf) {
+                Some(size) if pos + size as u64 <= end && size > buf.len() => {
+                    first_uncovered = Some(size);
+                }
+                _ => break,
+            }
+        }
+        if let Some(size) = first_uncovered {
+            let rr = file.read_at(pos, size).await.map_err(std::io::Error::from)?;
+            let h = batch::parse_header(&rr).map_err(|e| StorageError::Failed(e.to_string()))?;
+            if h.next_offset() > offset {
+                out.bytes += h.size;
+                out.chunks.push(Bytes::copy_from_slice(&rr[..h.size]));
+                return Ok(out);
+            }
+            pos += size as u64;
+            continue;
+        }
+        pos += at as u64;
+        if out.bytes >= max_bytes {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// The writer task of one partition: drains pending batches into DMA writes (group commit),
+/// rolls segments, fdatasyncs when producers wait for durability, trims the tail cache.
+async fn run_writer(log: Rc<PartitionLog>, mut writer: SegmentWriter) {
+    let mut chunks: Vec<Bytes> = Vec::new();
+    loop {
+        let listener = log.work.listen();
+        let (segment_base, last_next, want_sync, closed) = {
+            let mut st = log.state.borrow_mut();
+            chunks.clear();
+            let mut bytes = 0usize;
+            let mut seg_base = None;
+            let mut last_next = st.written_offset;
+            while let Some(p) = st.pending.front() {
+                if *seg_base.get_or_insert(p.segment_base) != p.segment_base
+                    || (bytes > 0 && bytes + p.bytes.len() > MAX_WRITE_BYTES)
+                {
+                    break;
+                }
+                let p = st.pending.pop_front().unwrap();
+                bytes += p.bytes.len();
+                last_next = p.next_offset;
+                chunks.push(p.bytes);
+            }
+            let want_sync = st.sync_wanted > st.durable_offset;
+            (seg_base, last_next, want_sync, st.closed)
+        };
+        if closed {
+            break;
+        }
+        let Some(segment_base) = segment_base else {
+            if want_sync {
+                if let Err(e) = writer.sync().await {
+                    log.fail(&e);
+                    break;
+                }
+                let mut st = log.state.borrow_mut();
+                st.durable_offset = st.written_offset;
+                drop(st);
+                log.progress.notify(usize::MAX);
+                continue;
+            }
+            listener.await;
+            continue;
+        };
+        drop(listener);
+        if segment_base != writer.base_offset {
+            match roll(&log, &writer, segment_base).await {
+                Ok(w) => writer = w,
+                Err(e) => {
+                    log.fail(&e);
+                    break;
+                }
+            }
+        }
+        let size = match writer.append(&chunks).await {
+            Ok(s) => s,
+            Err(e) => {
+                log.fail(&e);
+                break;
+            }
+        };
+        let sync_now = {
+            let st = log.state.borrow();
+            st.sync_wanted > st.durable_offset
+        };
+        if sync_now {
+            if let Err(e) = writer.sync().await {
+                log.fail(&e);
+                break;
+            }
+        }
+        {
+            let mut st = log.state.borrow_mut();
+            st.written_offset = last_next;
+            if sync_now {
+                st.durable_offset = last_next;
+            }
+            if let Some(seg) = st.segments.iter_mut().rev().find(|s| s.base_offset == segment_base) {
+                seg.written_size = size;
+            }
+            // Trim the cache: only batches already on the device may leave it.
+            let budget = log.config.tail_cache_bytes;
+            while st.cache_bytes > budget {
+                match st.cache.front() {
+                    Some(c) if c.next_offset <= st.written_offset => {
+                        let c = st.cache.pop_front().unwrap();
+                        st.cache_bytes -= c.bytes.len();
+                    }
+                    _ => break,
+                }
+            }
+        }
+        log.progress.notify(usize::MAX);
+    }
+    log.writer_running.set(false);
+    log.progress.notify(usize::MAX);
+}
+
+/// Seals the active segment (truncate padding, fdatasync, write its indexes) and opens the next.
+async fn roll(log: &PartitionLog, old: &SegmentWriter, new_base: i64) -> std::io::Result<SegmentWriter> {
+    old.seal().await?;
+    let (index, old_path, new_path) = {
+        let st = log.state.borrow();
+        let seg = st.segments.iter().find(|s| s.base_offset == old.base_offset).expect("sealed segment");
+        let new_seg = st.segments.iter().find(|s| s.base_offset == new_base).expect("new segment");
+        (seg.index.clone(), seg.path.clone(), new_seg.path.clone())
+    };
+    index.persist(&old_path)?;
+    let file = Rc::new(segment::open_rw(&new_path).await?);
+    {
+        let mut st = log.state.borrow_mut();
+        let durable = st.written_offset;
+        st.durable_offset = st.durable_offset.max(durable);
+        if let Some(seg) = st.segments.iter_mut().find(|s| s.base_offset == new_base) {
+            seg.file = Some(file.clone());
+        }
+    }
+    info!(topic = %log.topic, partition = log.partition, base_offset = new_base, "rolled segment");
+    SegmentWriter::resume(file, new_base, 0).await
+}
