@@ -47,6 +47,14 @@ pub struct BrokerConfig {
     pub index_interval_bytes: usize,
     /// `log.tail.cache.bytes` (Strand): recent bytes per partition served from memory.
     pub tail_cache_bytes: usize,
+    /// `group.min.session.timeout.ms`
+    pub group_min_session_timeout_ms: i32,
+    /// `group.max.session.timeout.ms`
+    pub group_max_session_timeout_ms: i32,
+    /// `group.initial.rebalance.delay.ms`
+    pub group_initial_rebalance_delay_ms: u64,
+    /// `offset.metadata.max.bytes`
+    pub offset_metadata_max_bytes: usize,
 }
 
 impl Default for BrokerConfig {
@@ -66,6 +74,10 @@ impl Default for BrokerConfig {
             socket_request_max_bytes: DEFAULT_SOCKET_REQUEST_MAX_BYTES,
             index_interval_bytes: DEFAULT_INDEX_INTERVAL_BYTES,
             tail_cache_bytes: DEFAULT_TAIL_CACHE_BYTES,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_initial_rebalance_delay_ms: 3_000,
+            offset_metadata_max_bytes: 4096,
         }
     }
 }
@@ -107,6 +119,10 @@ pub const KNOWN_KEYS: &[&str] = &[
     "socket.request.max.bytes",
     "log.index.interval.bytes",
     "log.tail.cache.bytes",
+    "group.min.session.timeout.ms",
+    "group.max.session.timeout.ms",
+    "group.initial.rebalance.delay.ms",
+    "offset.metadata.max.bytes",
 ];
 
 impl BrokerConfig {
@@ -132,6 +148,10 @@ impl BrokerConfig {
             "socket.request.max.bytes" => self.socket_request_max_bytes = parse_num(key, v, 1024)?,
             "log.index.interval.bytes" => self.index_interval_bytes = parse_num(key, v, 1)?,
             "log.tail.cache.bytes" => self.tail_cache_bytes = parse_num(key, v, 0)?,
+            "group.min.session.timeout.ms" => self.group_min_session_timeout_ms = parse_num(key, v, 1)?,
+            "group.max.session.timeout.ms" => self.group_max_session_timeout_ms = parse_num(key, v, 1)?,
+            "group.initial.rebalance.delay.ms" => self.group_initial_rebalance_delay_ms = parse_num(key, v, 0)?,
+            "offset.metadata.max.bytes" => self.offset_metadata_max_bytes = parse_num(key, v, 0)?,
             other => bail!(
                 "unknown setting {other:?}; known settings: {}",
                 KNOWN_KEYS.join(", ")

@@ -6,11 +6,13 @@
 //! - [`routing`]: the messages shards exchange and the router that carries them;
 //! - [`shard`]: a core's state and the owner-side execution of routed work;
 //! - [`storage`]: partition logs, segments, indexes (knows nothing of Kafka requests);
+//! - [`groups`]: consumer-group coordinators and committed offsets;
 //! - [`metadata`]: topics, placement and their persistence;
 //! - [`server`]: process start-up, executors, listeners and connections;
 //! - [`config`]: settings with Kafka's names.
 
 pub mod config;
+pub mod groups;
 pub mod handlers;
 pub mod metadata;
 pub mod protocol;

@@ -18,6 +18,8 @@ use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use crate::config::BrokerConfig;
+use crate::groups::store::GroupStore;
+use crate::groups::GroupCoordinator;
 use crate::metadata::{self, MetadataSnapshot, MetadataStore, TopicMeta};
 use crate::protocol::errors;
 use crate::routing::*;
@@ -38,6 +40,8 @@ pub struct Shard {
     /// Shard 0 only: the persisted metadata and the lock serializing its changes.
     store: Option<RefCell<MetadataStore>>,
     metadata_lock: Semaphore,
+    /// The coordinator of the groups that hash to this shard.
+    groups: RefCell<Option<Rc<GroupCoordinator>>>,
 }
 
 impl Shard {
@@ -50,11 +54,52 @@ impl Shard {
             router: RefCell::new(None),
             store: store.map(RefCell::new),
             metadata_lock: Semaphore::new(1),
+            groups: RefCell::new(None),
         })
     }
 
     pub fn set_router(&self, router: ShardRouter) {
         *self.router.borrow_mut() = Some(Rc::new(router));
+    }
+
+    /// Opens this shard's group log and starts its group coordinator.
+    pub async fn start_groups(&self) -> Result<(), crate::storage::StorageError> {
+        let config = LogConfig {
+            segment_bytes: self.config.log_segment_bytes,
+            roll_ms: self.config.log_roll_ms,
+            index_interval_bytes: self.config.index_interval_bytes,
+            tail_cache_bytes: self.config.tail_cache_bytes,
+        };
+        let store = GroupStore::open(&self.config.data_dir, self.id, config).await?;
+        let c = GroupCoordinator::start(self.id, self.config.clone(), store).await?;
+        *self.groups.borrow_mut() = Some(c);
+        Ok(())
+    }
+
+    async fn group_call(self: Rc<Self>, call: GroupCall) -> ShardResponse {
+        let c = self.groups.borrow().clone().expect("group coordinator started");
+        let reply = match call {
+            GroupCall::Join { version, req, client_id, client_host } => GroupReply::Join(c.join(version, req, client_id, client_host).await),
+            GroupCall::Sync { version, req } => GroupReply::Sync(c.sync(version, req).await),
+            GroupCall::Heartbeat { req } => GroupReply::Heartbeat(c.heartbeat(req)),
+            GroupCall::Leave { version, req } => GroupReply::Leave(c.leave(version, req)),
+            GroupCall::Commit { req } => GroupReply::Commit(c.commit(req, self.metadata()).await),
+            GroupCall::FetchOffsets { group_id, topics } => GroupReply::Offsets(c.fetch_offsets(&group_id, topics)),
+            GroupCall::DeleteOffsets { req } => GroupReply::DeleteOffsets(c.delete_offsets(req).await),
+            GroupCall::Describe { group_id } => GroupReply::Describe(c.describe(&group_id)),
+            GroupCall::List { states, types } => GroupReply::List(c.list(&states, &types)),
+            GroupCall::Delete { group_id } => GroupReply::Delete(c.delete_group(group_id).await),
+        };
+        ShardResponse::Group(reply)
+    }
+
+    /// Routes a group call to the group's coordinator shard.
+    pub async fn call_group(self: &Rc<Self>, group_id: &str, call: GroupCall) -> GroupReply {
+        let target = crate::groups::coordinator_shard(group_id, self.shards());
+        match self.call(target, ShardRequest::Group(call)).await {
+            ShardResponse::Group(r) => r,
+            _ => unreachable!("group call answered with another kind"),
+        }
     }
 
     pub fn router(&self) -> Rc<ShardRouter> {
@@ -228,7 +273,7 @@ impl Shard {
                     None => ListOffsetsOutcome { error: 0, timestamp: -1, offset: -1 },
                 },
                 ts if ts >= 0 => match log.offset_for_timestamp(ts).await {
-                    Ok(Some(off)) => ListOffsetsOutcome { error: 0, timestamp: ts, offset: off },
+                    Ok(Some((off, found_ts))) => ListOffsetsOutcome { error: 0, timestamp: found_ts, offset: off },
                     Ok(None) => ListOffsetsOutcome { error: 0, timestamp: -1, offset: -1 },
                     Err(e) => ListOffsetsOutcome { error: e.kafka_code(), timestamp: -1, offset: -1 },
                 },
@@ -344,6 +389,7 @@ impl ShardExecutor for Shard {
             .boxed_local(),
             ShardRequest::CreateTopics { topics, validate_only } => self.create_topics(topics, validate_only).boxed_local(),
             ShardRequest::DeleteTopics { names } => self.delete_topics(names).boxed_local(),
+            ShardRequest::Group(call) => self.group_call(call).boxed_local(),
         }
     }
 }

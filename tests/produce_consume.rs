@@ -679,7 +679,6 @@ fn metadata_and_auto_create() {
     assert_eq!(br.id(), 1);
     assert_eq!(br.host(), "127.0.0.1");
     assert_eq!(br.port(), b.port() as i32);
-    assert_eq!(md.orig_broker_id(), 1);
     let t = md.topics().iter().find(|t| t.name() == "md").expect("topic md listed");
     assert!(t.error().is_none(), "topic error {:?}", t.error());
     let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();

@@ -3,13 +3,23 @@
 
 pub mod api_versions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_topics;
 pub mod describe_cluster;
+pub mod describe_groups;
 pub mod fetch;
 pub mod find_coordinator;
+pub mod heartbeat;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
 
 use std::rc::Rc;
 
@@ -28,7 +38,12 @@ pub type PendingResponse = LocalBoxFuture<'static, Option<Bytes>>;
 
 /// Parses a request frame and starts handling it. Ordering-sensitive work (appends) is done
 /// before this returns. An error means the connection must be closed.
-pub fn dispatch(shard: &Rc<Shard>, frame: Bytes) -> Result<PendingResponse, FrameError> {
+/// What a handler may know of the connection a request came on.
+pub struct ConnContext {
+    pub client_host: String,
+}
+
+pub fn dispatch(shard: &Rc<Shard>, conn: &ConnContext, frame: Bytes) -> Result<PendingResponse, FrameError> {
     let prefix = protocol::peek_prefix(&frame)?;
     let key = ApiKey::try_from(prefix.api_key).map_err(|_| FrameError::UnknownApiKey(prefix.api_key))?;
     let version = prefix.api_version;
@@ -42,7 +57,7 @@ pub fn dispatch(shard: &Rc<Shard>, frame: Bytes) -> Result<PendingResponse, Fram
         return Err(FrameError::UnsupportedVersion(key, version));
     }
     let mut body = frame;
-    let _header = protocol::decode_header(key, version, &mut body)?;
+    let header = protocol::decode_header(key, version, &mut body)?;
     if key == ApiKey::Produce && version < 3 {
         return produce::handle_legacy(version, correlation_id, body);
     }
@@ -60,6 +75,19 @@ pub fn dispatch(shard: &Rc<Shard>, frame: Bytes) -> Result<PendingResponse, Fram
         RequestKind::DeleteTopics(r) => delete_topics::handle(shard, version, r).map(|r| Some(ResponseKind::DeleteTopics(r))).boxed_local(),
         RequestKind::DescribeCluster(r) => describe_cluster::handle(shard, version, r).map(|r| Some(ResponseKind::DescribeCluster(r))).boxed_local(),
         RequestKind::FindCoordinator(r) => find_coordinator::handle(shard, version, r).map(|r| Some(ResponseKind::FindCoordinator(r))).boxed_local(),
+        RequestKind::JoinGroup(r) => {
+            let client_id = header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
+            join_group::handle(shard, version, r, client_id, conn.client_host.clone()).map(|r| Some(ResponseKind::JoinGroup(r))).boxed_local()
+        }
+        RequestKind::SyncGroup(r) => sync_group::handle(shard, version, r).map(|r| Some(ResponseKind::SyncGroup(r))).boxed_local(),
+        RequestKind::Heartbeat(r) => heartbeat::handle(shard, version, r).map(|r| Some(ResponseKind::Heartbeat(r))).boxed_local(),
+        RequestKind::LeaveGroup(r) => leave_group::handle(shard, version, r).map(|r| Some(ResponseKind::LeaveGroup(r))).boxed_local(),
+        RequestKind::OffsetCommit(r) => offset_commit::handle(shard, version, r).map(|r| Some(ResponseKind::OffsetCommit(r))).boxed_local(),
+        RequestKind::OffsetFetch(r) => offset_fetch::handle(shard, version, r).map(|r| Some(ResponseKind::OffsetFetch(r))).boxed_local(),
+        RequestKind::OffsetDelete(r) => offset_delete::handle(shard, version, r).map(|r| Some(ResponseKind::OffsetDelete(r))).boxed_local(),
+        RequestKind::ListGroups(r) => list_groups::handle(shard, version, r).map(|r| Some(ResponseKind::ListGroups(r))).boxed_local(),
+        RequestKind::DescribeGroups(r) => describe_groups::handle(shard, version, r).map(|r| Some(ResponseKind::DescribeGroups(r))).boxed_local(),
+        RequestKind::DeleteGroups(r) => delete_groups::handle(shard, version, r).map(|r| Some(ResponseKind::DeleteGroups(r))).boxed_local(),
         _ => return Err(FrameError::UnsupportedVersion(key, version)),
     };
     Ok(respond(key, version, correlation_id, fut))

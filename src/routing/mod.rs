@@ -20,6 +20,13 @@ use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
 use tracing::warn;
 use uuid::Uuid;
 
+use kafka_protocol::messages::describe_groups_response::DescribedGroup;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::{
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, SyncGroupRequest, SyncGroupResponse,
+};
+
 use crate::metadata::MetadataSnapshot;
 use crate::storage::batch::BatchesSummary;
 
@@ -105,6 +112,41 @@ pub enum ShardRequest {
     /// Metadata changes, served by shard 0 only.
     CreateTopics { topics: Vec<NewTopic>, validate_only: bool },
     DeleteTopics { names: Vec<String> },
+    /// Work for a consumer group, served by the group's coordinator shard.
+    Group(GroupCall),
+}
+
+/// A group request for the coordinator shard (see `groups::coordinator_shard`).
+#[derive(Debug)]
+pub enum GroupCall {
+    Join { version: i16, req: JoinGroupRequest, client_id: String, client_host: String },
+    Sync { version: i16, req: SyncGroupRequest },
+    Heartbeat { req: HeartbeatRequest },
+    Leave { version: i16, req: LeaveGroupRequest },
+    Commit { req: OffsetCommitRequest },
+    /// Committed offsets of the asked partitions, or of all when `topics` is None.
+    FetchOffsets { group_id: String, topics: Option<Vec<(String, Vec<i32>)>> },
+    DeleteOffsets { req: OffsetDeleteRequest },
+    Describe { group_id: String },
+    List { states: Vec<String>, types: Vec<String> },
+    Delete { group_id: String },
+}
+
+/// Committed offsets per topic: (partition, offset, leader epoch, metadata).
+pub type GroupOffsets = Vec<(String, Vec<(i32, i64, i32, Option<String>)>)>;
+
+#[derive(Debug)]
+pub enum GroupReply {
+    Join(JoinGroupResponse),
+    Sync(SyncGroupResponse),
+    Heartbeat(HeartbeatResponse),
+    Leave(LeaveGroupResponse),
+    Commit(OffsetCommitResponse),
+    Offsets(GroupOffsets),
+    DeleteOffsets(OffsetDeleteResponse),
+    Describe(DescribedGroup),
+    List(Vec<ListedGroup>),
+    Delete(i16),
 }
 
 #[derive(Debug)]
@@ -115,6 +157,7 @@ pub enum ShardResponse {
     ListOffsets(Vec<ListOffsetsOutcome>),
     Applied,
     Topics(Vec<TopicOutcome>),
+    Group(GroupReply),
 }
 
 /// A routed request and where to send its answer.

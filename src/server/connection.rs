@@ -41,11 +41,14 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let writer = glommio::spawn_local(write_responses(wstream, rx, wfd)).detach();
 
     let max_frame = shard.config.socket_request_max_bytes;
+    let conn = handlers::ConnContext {
+        client_host: stream.peer_addr().map(|a| format!("/{}", a.ip())).unwrap_or_default(),
+    };
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, stream);
     loop {
         match read_frame(&mut reader, max_frame).await {
             Ok(None) => break,
-            Ok(Some(frame)) => match handlers::dispatch(&shard, frame) {
+            Ok(Some(frame)) => match handlers::dispatch(&shard, &conn, frame) {
                 Ok(fut) => {
                     let task = glommio::spawn_local(fut);
                     if tx.send(task).await.is_err() {

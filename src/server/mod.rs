@@ -78,6 +78,12 @@ pub fn run(mut config: BrokerConfig) -> Result<()> {
                 let router = ShardRouter::connect(id, endpoints, Rc::downgrade(&shard)).await;
                 shard.set_router(router);
                 shard.clone().apply_metadata(snapshot).await;
+                if let Err(e) = shard.start_groups().await {
+                    error!(shard = id, "cannot open the group log: {e}");
+                    failed.store(true, std::sync::atomic::Ordering::SeqCst);
+                    ready.wait();
+                    return;
+                }
                 let listener = glommio::net::TcpListener::bind(listen);
                 let listener = match listener {
                     Ok(l) => l,
@@ -106,7 +112,7 @@ pub fn run(mut config: BrokerConfig) -> Result<()> {
     }
     ready.wait();
     if failed.load(std::sync::atomic::Ordering::SeqCst) {
-        bail!("cannot listen on {}; see the log above", config.listen);
+        bail!("a shard failed to start (listen on {} or open its logs); see the log above", config.listen);
     }
     announce(config.listen, shards, &config.data_dir);
     for h in handles {

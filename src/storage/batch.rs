@@ -240,9 +240,10 @@ fn read_varlong(buf: &[u8]) -> Option<(i64, usize)> {
     None
 }
 
-/// For an uncompressed batch, the offset of the first record whose timestamp is >= `target`.
-/// Returns `None` for compressed batches (records are not decoded on the broker) or malformed ones.
-pub fn first_offset_at_or_after(batch: &[u8], target: i64) -> Option<i64> {
+/// For an uncompressed batch, the offset and timestamp of the first record whose timestamp is
+/// >= `target`. Returns `None` for compressed batches (records are not decoded on the broker) or
+/// malformed ones.
+pub fn first_offset_at_or_after(batch: &[u8], target: i64) -> Option<(i64, i64)> {
     let h = parse_header(batch).ok()?;
     if h.compression() != 0 || h.size > batch.len() {
         return None;
@@ -255,7 +256,7 @@ pub fn first_offset_at_or_after(batch: &[u8], target: i64) -> Option<i64> {
         let (ts_delta, m) = read_varlong(batch.get(body + 1..h.size)?)?;
         let (off_delta, _) = read_varlong(batch.get(body + 1 + m..h.size)?)?;
         if h.base_timestamp + ts_delta >= target {
-            return Some(h.base_offset + off_delta);
+            return Some((h.base_offset + off_delta, h.base_timestamp + ts_delta));
         }
         pos = body + len as usize;
         if pos > h.size {
@@ -288,6 +289,7 @@ mod tests {
                 key: Some(bytes::Bytes::from(format!("k{i}"))),
                 value: Some(bytes::Bytes::from(vec![b'v'; 20])),
                 headers: Default::default(),
+                delete_horizon: false,
             })
             .collect();
         let mut buf = BytesMut::new();
@@ -331,9 +333,9 @@ mod tests {
     fn finds_offset_by_timestamp() {
         let mut a = encode_batch(5, 1000);
         assign_offsets(&mut a, 50, 0);
-        assert_eq!(first_offset_at_or_after(&a, 0), Some(50));
-        assert_eq!(first_offset_at_or_after(&a, 1015), Some(52));
-        assert_eq!(first_offset_at_or_after(&a, 1040), Some(54));
+        assert_eq!(first_offset_at_or_after(&a, 0), Some((50, 1000)));
+        assert_eq!(first_offset_at_or_after(&a, 1015), Some((52, 1020)));
+        assert_eq!(first_offset_at_or_after(&a, 1040), Some((54, 1040)));
         assert_eq!(first_offset_at_or_after(&a, 1041), None);
     }
 }

@@ -311,8 +311,11 @@ impl PartitionLog {
         read_file(&file, start_pos, end_pos, offset, max_bytes).await
     }
 
-    /// The offset of the first record with a timestamp >= `ts`, or `None` when there is none.
-    pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<i64>, StorageError> {
+    /// The offset and timestamp of the first record with a timestamp >= `ts`, or `None` when
+    /// there is none. Within a compressed batch the answer is the batch's first offset (records
+    /// are not decompressed) with the batch's first timestamp or, when that is earlier than `ts`,
+    /// its maximum timestamp.
+    pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, StorageError> {
         let start = {
             let st = self.state.borrow();
             let Some(seg) = st.segments.iter().find(|s| s.max_timestamp >= ts && s.next_offset > s.base_offset) else {
@@ -332,7 +335,8 @@ impl PartitionLog {
                     offset = h.next_offset();
                     if h.max_timestamp >= ts {
                         let exact = batch::first_offset_at_or_after(&chunk[pos..pos + h.size], ts);
-                        return Ok(Some(exact.unwrap_or(h.base_offset)));
+                        let approx = (h.base_offset, if h.base_timestamp >= ts { h.base_timestamp } else { h.max_timestamp });
+                        return Ok(Some(exact.unwrap_or(approx)));
                     }
                 }
             }

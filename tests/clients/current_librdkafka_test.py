@@ -230,15 +230,22 @@ def main():
         c.close()
 
     # AdminClient.list_offsets (ListOffsets through the admin API).
+    # For a timestamp query Kafka returns the found record's timestamp.
     specs = {
-        "earliest": (OffsetSpec.earliest(), 0),
-        "latest": (OffsetSpec.latest(), NT),
-        "for_timestamp(base+5500)": (OffsetSpec.for_timestamp(base + 5500), 6),
+        "earliest": (OffsetSpec.earliest(), 0, None),
+        "latest": (OffsetSpec.latest(), NT, None),
+        "max_timestamp": (OffsetSpec.max_timestamp(), NT - 1, base + (NT - 1) * 1000),
+        "for_timestamp(base+5500)": (OffsetSpec.for_timestamp(base + 5500), 6, base + 6000),
     }
-    for what, (spec, want) in specs.items():
+    for what, (spec, want, want_ts) in specs.items():
         fut = admin.list_offsets({TopicPartition(topic_times, 0): spec}, request_timeout=30)
-        r = list(fut.values())[0].result(timeout=40)
-        check_eq(want, r.offset, "AdminClient.list_offsets %s" % what)
+        try:
+            r = list(fut.values())[0].result(timeout=40)
+        except Exception as e:
+            raise TestFailure("AdminClient.list_offsets %s failed: %s" % (what, e))
+        check_eq(want, r.offset, "AdminClient.list_offsets %s: offset" % what)
+        if want_ts is not None:
+            check_eq(want_ts, r.timestamp, "AdminClient.list_offsets %s: timestamp" % what)
 
 
 if __name__ == "__main__":

@@ -206,7 +206,7 @@ assert_eq $((A + B)) "$(query_offset -1)" "-Q latest (-1)"
 # The exact timestamp of a message must give that message's offset.
 kc -C -q -t "$TOPIC_T" -p 0 -o beginning -e -f '%o %T\n' >"$WORK/ts.txt" || fail "kcat -C -f %T failed"
 assert_eq $((A + B)) "$(wc -l <"$WORK/ts.txt")" "messages in $TOPIC_T"
-read -r off7 ts7 < <(sed -n 8p "$WORK/ts.txt")
+read -r off7 ts7 < <(sed -n "$((A + 1))p" "$WORK/ts.txt")
 first_with_ts=$(awk -v t="$ts7" '$2 >= t { print $1; exit }' "$WORK/ts.txt")
 assert_eq "$first_with_ts" "$(query_offset "$ts7")" "-Q at exact timestamp of offset $off7 (first offset with ts >= it)"
 

@@ -109,7 +109,7 @@ start_broker() {
         # shellcheck disable=SC2206
         local cmd=("$STRAND_BIN" serve --listen "127.0.0.1:$BROKER_PORT" --data-dir "$BROKER_DATA" "$@" ${STRAND_ARGS:-})
         log "starting broker: ${cmd[*]}"
-        "${cmd[@]}" >"$BROKER_LOG" 2>&1 </dev/null &
+        NO_COLOR=1 RUST_LOG="${RUST_LOG:-info}" "${cmd[@]}" >"$BROKER_LOG" 2>&1 </dev/null &
         BROKER_PID=$!
         local deadline=$((SECONDS + timeout_s))
         while [ "$SECONDS" -lt "$deadline" ]; do

@@ -20,6 +20,11 @@ use std::time::{Duration, Instant};
 
 /// How long to wait for the broker to start accepting connections.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a restart keeps retrying while the old port is still "in use".
+/// Sockets of a killed broker linger in FIN-WAIT-2 / TIME-WAIT for up to
+/// 60 s (tcp_fin_timeout); a listener without SO_REUSEADDR cannot rebind
+/// until they are gone. Real Kafka rebinds immediately.
+pub const PORT_BUSY_TIMEOUT: Duration = Duration::from_secs(90);
 
 #[derive(Clone, Debug)]
 pub struct StartOpts {
@@ -59,6 +64,34 @@ pub struct Broker {
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().unwrap().port()
+}
+
+/// True if `addr` answers a Kafka ApiVersions v0 request (correlation id
+/// echoed). A bare TCP connect is not enough: after a kill -9 the old
+/// listening socket can linger briefly in the kernel and still accept.
+pub fn probe_api_versions(addr: SocketAddr) -> bool {
+    let mut s = match TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+        Ok(s) => s,
+        Err(_) => return false,
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(1000)));
+    let _ = s.set_write_timeout(Some(Duration::from_millis(1000)));
+    let corr: i32 = 0x5eed;
+    let mut req = Vec::new();
+    req.extend_from_slice(&18i16.to_be_bytes()); // ApiVersions
+    req.extend_from_slice(&0i16.to_be_bytes()); // v0
+    req.extend_from_slice(&corr.to_be_bytes());
+    req.extend_from_slice(&(-1i16).to_be_bytes()); // null client id
+    let mut frame = (req.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&req);
+    if s.write_all(&frame).is_err() {
+        return false;
+    }
+    let mut hdr = [0u8; 8];
+    if s.read_exact(&mut hdr).is_err() {
+        return false;
+    }
+    i32::from_be_bytes(hdr[4..8].try_into().unwrap()) == corr
 }
 
 impl Broker {
@@ -164,10 +197,26 @@ impl Broker {
     /// process exits early (e.g. the port is still briefly unavailable after
     /// a kill), retry until READY_TIMEOUT.
     fn spawn_and_wait(&mut self) {
-        let deadline = Instant::now() + READY_TIMEOUT;
+        let t0 = Instant::now();
+        let mut deadline = t0 + READY_TIMEOUT;
+        let mut warned = false;
         let mut child = self.spawn_once();
         loop {
             if let Ok(Some(status)) = child.try_wait() {
+                if self.log_tail(3).contains("already in use") && !warned {
+                    warned = true;
+                    deadline = t0 + PORT_BUSY_TIMEOUT;
+                    let ss = Command::new("ss")
+                        .args(["-tan", &format!("( sport = :{} )", self.port)])
+                        .output()
+                        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                        .unwrap_or_default();
+                    eprintln!(
+                        "WARNING (broker issue): strand cannot rebind port {} after restart \
+                         (address already in use); retrying for up to {:?}. Sockets:\n{ss}",
+                        self.port, PORT_BUSY_TIMEOUT
+                    );
+                }
                 if Instant::now() >= deadline {
                     panic!(
                         "strand exited before becoming ready ({status}); log tail:\n{}",
@@ -178,7 +227,14 @@ impl Broker {
                 child = self.spawn_once();
                 continue;
             }
-            if TcpStream::connect_timeout(&self.addr(), Duration::from_millis(500)).is_ok() {
+            if probe_api_versions(self.addr()) && matches!(child.try_wait(), Ok(None)) {
+                if warned {
+                    eprintln!(
+                        "strand rebound port {} after {:?}",
+                        self.port,
+                        t0.elapsed()
+                    );
+                }
                 self.child = Some(child);
                 return;
             }

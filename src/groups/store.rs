@@ -1,0 +1,140 @@
+//! Persistence of groups: committed offsets and group metadata as key/value records in an
+//! internal log owned by the coordinator shard (`<data>/__groups/shard-<n>`), replayed at start.
+//!
+//! Owns the record encoding of the internal log. Uses the storage module's `PartitionLog` like
+//! any other log; knows nothing of the group state machine.
+
+use std::path::Path;
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use serde::{Deserialize, Serialize};
+
+use crate::storage::{batch, LogConfig, PartitionLog, StorageError};
+
+/// Directory (under the data directory) of the internal group logs. Topic directories are
+/// always `<topic>-<partition>`, so this cannot collide with one.
+pub const GROUPS_DIR: &str = "__groups";
+/// Bytes read per call while replaying the log.
+const REPLAY_READ_BYTES: usize = 1 << 20;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(tag = "k")]
+pub enum StoreKey {
+    /// A committed offset of (group, topic, partition).
+    Offset { g: String, t: String, p: i32 },
+    /// Group metadata (generation, protocol) of a group.
+    Group { g: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OffsetValue {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+    pub commit_ts: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GroupValue {
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol: Option<String>,
+}
+
+/// One change: a value, or a tombstone (`None`).
+#[derive(Debug, Clone)]
+pub enum StoreRecord {
+    Offset { key: StoreKey, value: Option<OffsetValue> },
+    Group { key: StoreKey, value: Option<GroupValue> },
+}
+
+pub struct GroupStore {
+    log: Rc<PartitionLog>,
+}
+
+impl GroupStore {
+    pub async fn open(data_dir: &Path, shard: usize, config: LogConfig) -> Result<GroupStore, StorageError> {
+        let dir = data_dir.join(GROUPS_DIR).join(format!("shard-{shard}"));
+        let log = PartitionLog::open("__groups", shard as i32, dir, config).await?;
+        Ok(GroupStore { log })
+    }
+
+    /// Appends records and waits until they are durable.
+    pub async fn write(&self, records: &[StoreRecord]) -> Result<(), StorageError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let recs: Vec<Record> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let (key, value) = match r {
+                    StoreRecord::Offset { key, value } => (key, value.as_ref().map(|v| serde_json::to_vec(v).unwrap())),
+                    StoreRecord::Group { key, value } => (key, value.as_ref().map(|v| serde_json::to_vec(v).unwrap())),
+                };
+                Record {
+                    transactional: false,
+                    control: false,
+                    partition_leader_epoch: 0,
+                    producer_id: -1,
+                    producer_epoch: -1,
+                    timestamp_type: TimestampType::Creation,
+                    offset: i as i64,
+                    sequence: -1,
+                    timestamp: now,
+                    key: Some(Bytes::from(serde_json::to_vec(key).unwrap())),
+                    value: value.map(Bytes::from),
+                    headers: Default::default(),
+                    delete_horizon: false,
+                }
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(&mut buf, recs.iter(), &RecordEncodeOptions { version: 2, compression: Compression::None })
+            .map_err(|e| StorageError::Failed(format!("encode group record: {e}")))?;
+        let summary = batch::validate_batches(&buf, usize::MAX).map_err(|e| StorageError::Failed(e.to_string()))?;
+        let info = self.log.append(buf, &summary, true)?;
+        self.log.wait_persisted(info.next_offset, true).await
+    }
+
+    /// Reads every record of the log in order.
+    pub async fn replay(&self) -> Result<Vec<StoreRecord>, StorageError> {
+        let mut out = Vec::new();
+        let mut offset = self.log.log_start_offset();
+        let end = self.log.next_offset();
+        while offset < end {
+            let data = self.log.read(offset, REPLAY_READ_BYTES).await?;
+            if data.chunks.is_empty() {
+                break;
+            }
+            for chunk in data.chunks {
+                let mut buf = chunk;
+                while !buf.is_empty() {
+                    let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| StorageError::Failed(format!("decode group log: {e}")))?;
+                    for r in set.records {
+                        offset = offset.max(r.offset + 1);
+                        let Some(key) = r.key.as_ref().and_then(|k| serde_json::from_slice::<StoreKey>(k).ok()) else { continue };
+                        match &key {
+                            StoreKey::Offset { .. } => {
+                                let value = r.value.as_ref().and_then(|v| serde_json::from_slice(v).ok());
+                                out.push(StoreRecord::Offset { key, value });
+                            }
+                            StoreKey::Group { .. } => {
+                                let value = r.value.as_ref().and_then(|v| serde_json::from_slice(v).ok());
+                                out.push(StoreRecord::Group { key, value });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
