@@ -141,7 +141,13 @@ impl BrokerConfig {
             "node.id" | "broker.id" => self.node_id = parse_num(key, v, 0)?,
             "auto.create.topics.enable" => self.auto_create_topics = parse_bool(key, v)?,
             "num.partitions" => self.num_partitions = parse_num(key, v, 1)?,
-            "log.segment.bytes" => self.log_segment_bytes = parse_num(key, v, 1024)?,
+            "log.segment.bytes" => {
+                let n: u64 = parse_num(key, v, 1024)?;
+                if n > i32::MAX as u64 {
+                    bail!("invalid value {v} for log.segment.bytes: must be at most {} (segment positions are 32-bit, as in Kafka)", i32::MAX);
+                }
+                self.log_segment_bytes = n;
+            }
             "log.roll.ms" => self.log_roll_ms = parse_num(key, v, 1)?,
             "log.roll.hours" => self.log_roll_ms = parse_num::<u64>(key, v, 1)? * 3_600_000,
             "message.max.bytes" => self.message_max_bytes = parse_num(key, v, 64)?,

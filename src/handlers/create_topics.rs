@@ -29,9 +29,10 @@ fn validate_config(key: &str, value: &str) -> Result<(), String> {
         _ => None,
     };
     if let Some(min) = numeric_min {
+        let max = if key == "segment.bytes" || key == "max.message.bytes" { i32::MAX as i64 } else { i64::MAX };
         match value.parse::<i64>() {
-            Ok(v) if v >= min => {}
-            _ => return Err(format!("Invalid value {value} for configuration {key}: must be a number >= {min}")),
+            Ok(v) if v >= min && v <= max => {}
+            _ => return Err(format!("Invalid value {value} for configuration {key}: must be a number in [{min}, {max}]")),
         }
     }
     Ok(())

@@ -121,7 +121,12 @@ impl PartitionLog {
         dir: PathBuf,
         config: LogConfig,
     ) -> Result<Rc<PartitionLog>, StorageError> {
-        std::fs::create_dir_all(&dir)?;
+        if !dir.exists() {
+            std::fs::create_dir_all(&dir)?;
+            if let Some(parent) = dir.parent() {
+                segment::sync_dir(parent)?;
+            }
+        }
         let mut bases: Vec<i64> = std::fs::read_dir(&dir)?
             .filter_map(|e| e.ok())
             .filter_map(|e| {

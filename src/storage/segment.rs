@@ -27,14 +27,27 @@ pub fn segment_path(dir: &Path, base_offset: i64) -> PathBuf {
 }
 
 /// Opens a segment for reading and writing (never `DmaFile::create`, which is write-only).
+/// A newly created file's directory entry is made durable before this returns.
 pub async fn open_rw(path: &Path) -> std::io::Result<DmaFile> {
-    OpenOptions::new()
+    let existed = path.exists();
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .dma_open(path)
         .await
-        .map_err(std::io::Error::from)
+        .map_err(std::io::Error::from)?;
+    if !existed {
+        if let Some(dir) = path.parent() {
+            sync_dir(dir)?;
+        }
+    }
+    Ok(file)
+}
+
+/// fsyncs a directory so that entries created in it survive a crash.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Appends to the active segment with aligned O_DIRECT writes.
