@@ -42,10 +42,13 @@ pub struct Shard {
     metadata_lock: Semaphore,
     /// The coordinator of the groups that hash to this shard.
     groups: RefCell<Option<Rc<GroupCoordinator>>>,
+    /// Shard 0 only: the next producer id to hand out.
+    next_producer_id: std::cell::Cell<i64>,
 }
 
 impl Shard {
     pub fn new(id: usize, config: Rc<BrokerConfig>, snapshot: Arc<MetadataSnapshot>, store: Option<MetadataStore>) -> Rc<Shard> {
+        let snapshot_block_end = snapshot.producer_id_block_end;
         Rc::new(Shard {
             id,
             config,
@@ -55,6 +58,7 @@ impl Shard {
             store: store.map(RefCell::new),
             metadata_lock: Semaphore::new(1),
             groups: RefCell::new(None),
+            next_producer_id: std::cell::Cell::new(snapshot_block_end),
         })
     }
 
@@ -369,6 +373,22 @@ impl Shard {
         ShardResponse::Topics(outcomes)
     }
 
+    /// Shard 0: hands out producer ids, persisting a new block of them before using it.
+    fn allocate_producer_id(&self) -> Result<i64, i16> {
+        const BLOCK: i64 = 1000;
+        let store = self.store.as_ref().expect("metadata store lives on shard 0");
+        let id = self.next_producer_id.get();
+        if id >= store.borrow().snapshot().producer_id_block_end {
+            let res = store.borrow_mut().update(|m| m.producer_id_block_end = id + BLOCK);
+            if let Err(e) = res {
+                error!("cannot persist producer id block: {e:#}");
+                return Err(errors::KAFKA_STORAGE_ERROR);
+            }
+        }
+        self.next_producer_id.set(id + 1);
+        Ok(id)
+    }
+
     async fn broadcast(self: &Rc<Self>, snapshot: Arc<MetadataSnapshot>) {
         let calls = (0..self.shards()).map(|s| self.call(s, ShardRequest::ApplyMetadata { snapshot: snapshot.clone() }));
         join_all(calls).await;
@@ -390,6 +410,10 @@ impl ShardExecutor for Shard {
             ShardRequest::CreateTopics { topics, validate_only } => self.create_topics(topics, validate_only).boxed_local(),
             ShardRequest::DeleteTopics { names } => self.delete_topics(names).boxed_local(),
             ShardRequest::Group(call) => self.group_call(call).boxed_local(),
+            ShardRequest::AllocateProducerId => {
+                let r = self.allocate_producer_id();
+                async move { ShardResponse::ProducerId(r) }.boxed_local()
+            }
         }
     }
 }

@@ -296,15 +296,24 @@ where
     let mut next = vec![0i64; ends.len()];
     let deadline = Instant::now() + Duration::from_secs(180);
     let mut last_progress = Instant::now();
+    let mut errors: Vec<String> = Vec::new();
     while next.iter().zip(ends).any(|(n, e)| n < e) {
-        assert!(
-            Instant::now() < deadline && last_progress.elapsed() < Duration::from_secs(60),
-            "consume timed out: next offsets {next:?}, expected ends {ends:?}"
-        );
+        if Instant::now() >= deadline || last_progress.elapsed() >= Duration::from_secs(60) {
+            let wm: Vec<_> = (0..ends.len() as i32)
+                .map(|p| c.fetch_watermarks(topic, p, Duration::from_secs(5)))
+                .collect();
+            panic!(
+                "consume of {topic} timed out: next offsets {next:?}, expected ends {ends:?}, \
+                 watermarks now {wm:?}, consumer errors: {errors:?}"
+            );
+        }
         match c.poll(Duration::from_millis(500)) {
             None => {}
             Some(Err(e)) => {
                 eprintln!("consumer error (continuing): {e}");
+                if errors.len() < 20 {
+                    errors.push(e.to_string());
+                }
             }
             Some(Ok(m)) => {
                 assert_eq!(m.topic(), topic);

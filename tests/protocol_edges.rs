@@ -15,8 +15,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-    TimestampType,
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
 // ---------------------------------------------------------------------------
@@ -88,7 +87,10 @@ mod harness {
                         break;
                     }
                     if Instant::now() > deadline {
-                        panic!("broker did not accept connections in 30s; log:\n{}", b.log());
+                        panic!(
+                            "broker did not accept connections in 30s; log:\n{}",
+                            b.log()
+                        );
                     }
                     std::thread::sleep(Duration::from_millis(50));
                 }
@@ -102,6 +104,11 @@ mod harness {
 
         pub fn log(&self) -> String {
             std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        }
+
+        /// Exit status if the broker process has exited.
+        pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+            self.child.as_mut().and_then(|c| c.try_wait().unwrap())
         }
 
         /// Panics if the broker process has died.
@@ -127,7 +134,10 @@ mod harness {
                     let start = lines.len().saturating_sub(80);
                     lines[start..].join("\n")
                 };
-                eprintln!("---- broker log tail ({}) ----\n{tail}\n----", self.log_path.display());
+                eprintln!(
+                    "---- broker log tail ({}) ----\n{tail}\n----",
+                    self.log_path.display()
+                );
             }
         }
     }
@@ -201,7 +211,10 @@ fn read_response(stream: &mut TcpStream) -> Bytes {
     let mut len = [0u8; 4];
     stream.read_exact(&mut len).expect("read response length");
     let len = i32::from_be_bytes(len);
-    assert!(len >= 4 && len < 200 * 1024 * 1024, "bad response length {len}");
+    assert!(
+        len >= 4 && len < 200 * 1024 * 1024,
+        "bad response length {len}"
+    );
     let mut body = vec![0u8; len as usize];
     stream.read_exact(&mut body).expect("read response body");
     Bytes::from(body)
@@ -215,7 +228,10 @@ fn decode_response_header(mut buf: Bytes, api_key: ApiKey, version: i16, corr: i
         api_key.response_header_version(version)
     };
     let h = ResponseHeader::decode(&mut buf, hv).expect("decode response header");
-    assert_eq!(h.correlation_id, corr, "correlation id mismatch for {api_key:?} v{version}");
+    assert_eq!(
+        h.correlation_id, corr,
+        "correlation id mismatch for {api_key:?} v{version}"
+    );
     buf
 }
 
@@ -249,7 +265,13 @@ fn api_versions_request() -> ApiVersionsRequest {
 }
 
 fn api_versions(stream: &mut TcpStream, version: i16, corr: i32) -> ApiVersionsResponse {
-    roundtrip(stream, ApiKey::ApiVersions, version, corr, &api_versions_request())
+    roundtrip(
+        stream,
+        ApiKey::ApiVersions,
+        version,
+        corr,
+        &api_versions_request(),
+    )
 }
 
 /// Asserts that a healthy ApiVersions + Metadata round trip works on `stream`.
@@ -260,14 +282,21 @@ fn assert_conn_works(stream: &mut TcpStream, what: &str) {
     let mut md = MetadataRequest::default();
     md.topics = Some(vec![]);
     let m: MetadataResponse = roundtrip(stream, ApiKey::Metadata, 12, 4243, &md);
-    assert_eq!(m.brokers.len(), 1, "{what}: metadata brokers {:?}", m.brokers);
+    assert_eq!(
+        m.brokers.len(),
+        1,
+        "{what}: metadata brokers {:?}",
+        m.brokers
+    );
     assert_eq!(m.brokers[0].node_id.0, 1, "{what}: node id");
 }
 
 /// Waits for the peer to close the connection. Panics if the connection is
 /// still open after the timeout or if the broker sent any response bytes.
 fn assert_closed(stream: &mut TcpStream, what: &str) {
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -277,7 +306,9 @@ fn assert_closed(stream: &mut TcpStream, what: &str) {
             Err(e)
                 if matches!(
                     e.kind(),
-                    ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe
+                    ErrorKind::ConnectionReset
+                        | ErrorKind::ConnectionAborted
+                        | ErrorKind::BrokenPipe
                 ) =>
             {
                 break
@@ -349,7 +380,12 @@ fn encode_batch(records: &[Record]) -> Bytes {
     .expect("encode batch");
     let b = buf.freeze();
     let infos = RecordBatchDecoder::decode_batch_info(&mut b.clone()).unwrap();
-    assert_eq!(infos.len(), 1, "test bug: records were split into {} batches", infos.len());
+    assert_eq!(
+        infos.len(),
+        1,
+        "test bug: records were split into {} batches",
+        infos.len()
+    );
     b
 }
 
@@ -408,7 +444,10 @@ fn create_topic(stream: &mut TcpStream, corr: i32, name: &str, partitions: i32) 
     let resp: CreateTopicsResponse = roundtrip(stream, ApiKey::CreateTopics, 7, corr, &req);
     assert_eq!(resp.topics.len(), 1, "{resp:?}");
     assert_eq!(resp.topics[0].name.0.as_str(), name);
-    assert_eq!(resp.topics[0].error_code, 0, "create topic {name}: {resp:?}");
+    assert_eq!(
+        resp.topics[0].error_code, 0,
+        "create topic {name}: {resp:?}"
+    );
 }
 
 /// ListOffsets latest (-1) for one partition → offset.
@@ -478,7 +517,12 @@ fn decode_records(data: &Option<Bytes>) -> Vec<Record> {
     sets.into_iter().flat_map(|s| s.records).collect()
 }
 
-fn metadata_topic(stream: &mut TcpStream, version: i16, corr: i32, topic: &str) -> MetadataResponse {
+fn metadata_topic(
+    stream: &mut TcpStream,
+    version: i16,
+    corr: i32,
+    topic: &str,
+) -> MetadataResponse {
     let mut req = MetadataRequest::default();
     let mut t = metadata_request::MetadataRequestTopic::default();
     t.name = Some(tname(topic));
@@ -489,15 +533,26 @@ fn metadata_topic(stream: &mut TcpStream, version: i16, corr: i32, topic: &str) 
 
 // Expected advertised API ranges: (key, min, max)
 const EXPECTED_APIS: &[(i16, i16, i16)] = &[
-    (18, 0, 3),  // ApiVersions
-    (3, 0, 12),  // Metadata
-    (0, 3, 13),  // Produce
-    (1, 4, 16),  // Fetch
-    (2, 1, 10),  // ListOffsets
-    (19, 2, 7),  // CreateTopics
-    (20, 1, 6),  // DeleteTopics
-    (60, 0, 1),  // DescribeCluster
-    (10, 0, 4),  // FindCoordinator
+    (18, 0, 3), // ApiVersions
+    (3, 0, 12), // Metadata
+    (0, 0, 11), // Produce (v0-v2 advertised for librdkafka's compression, answered 43)
+    (1, 4, 16), // Fetch
+    (2, 1, 9),  // ListOffsets
+    (19, 2, 7), // CreateTopics
+    (20, 1, 6), // DeleteTopics
+    (60, 0, 1), // DescribeCluster
+    (10, 0, 4), // FindCoordinator
+    (11, 0, 9), // JoinGroup
+    (14, 0, 5), // SyncGroup
+    (12, 0, 4), // Heartbeat
+    (13, 0, 5), // LeaveGroup
+    (8, 2, 8),  // OffsetCommit
+    (9, 1, 8),  // OffsetFetch
+    (47, 0, 0), // OffsetDelete
+    (16, 0, 5), // ListGroups
+    (15, 0, 5), // DescribeGroups
+    (42, 0, 2), // DeleteGroups
+    (22, 0, 4), // InitProducerId
 ];
 
 fn check_api_list(resp: &ApiVersionsResponse, ctx: &str) {
@@ -526,7 +581,10 @@ fn check_api_list(resp: &ApiVersionsResponse, ctx: &str) {
         .iter()
         .map(|a| (a.api_key, a.min_version, a.max_version))
         .collect();
-    assert!(problems.is_empty(), "{ctx}: {problems:#?}\nadvertised: {got:?}");
+    assert!(
+        problems.is_empty(),
+        "{ctx}: {problems:#?}\nadvertised: {got:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -568,19 +626,41 @@ fn api_versions_too_new_gives_unsupported_version_v0() {
         let mut rest = raw.clone();
         let h = ResponseHeader::decode(&mut rest, 0).unwrap();
         assert_eq!(h.correlation_id, corr);
-        let r = ApiVersionsResponse::decode(&mut rest, 0)
-            .unwrap_or_else(|e| panic!("ApiVersions v{v} error response not v0-decodable: {e:?}; raw={raw:02x?}"));
-        assert_eq!(rest.remaining(), 0, "trailing bytes in v0 error response; raw={raw:02x?}");
-        assert_eq!(r.error_code, 35, "ApiVersions v{v}: expected UNSUPPORTED_VERSION");
+        let r = ApiVersionsResponse::decode(&mut rest, 0).unwrap_or_else(|e| {
+            panic!("ApiVersions v{v} error response not v0-decodable: {e:?}; raw={raw:02x?}")
+        });
+        assert_eq!(
+            rest.remaining(),
+            0,
+            "trailing bytes in v0 error response; raw={raw:02x?}"
+        );
+        assert_eq!(
+            r.error_code, 35,
+            "ApiVersions v{v}: expected UNSUPPORTED_VERSION"
+        );
         // It carries the ApiVersions range (so the client can pick a version) and the same
         // list as a normal response. (Exact ranges are checked in api_versions_all_versions_list_ranges.)
-        let av = r.api_keys.iter().find(|a| a.api_key == 18).expect("ApiVersions entry");
-        assert_eq!((av.min_version, av.max_version), (0, 3), "ApiVersions range");
+        let av = r
+            .api_keys
+            .iter()
+            .find(|a| a.api_key == 18)
+            .expect("ApiVersions entry");
+        assert_eq!(
+            (av.min_version, av.max_version),
+            (0, 3),
+            "ApiVersions range"
+        );
         // The connection stays usable (clients retry ApiVersions on the same connection).
         let r2 = api_versions(&mut s, 0, corr + 1);
-        assert_eq!(r2.error_code, 0, "retry on same connection after UNSUPPORTED_VERSION");
+        assert_eq!(
+            r2.error_code, 0,
+            "retry on same connection after UNSUPPORTED_VERSION"
+        );
         let key = |x: &ApiVersionsResponse| {
-            x.api_keys.iter().map(|a| (a.api_key, a.min_version, a.max_version)).collect::<Vec<_>>()
+            x.api_keys
+                .iter()
+                .map(|a| (a.api_key, a.min_version, a.max_version))
+                .collect::<Vec<_>>()
         };
         assert_eq!(key(&r), key(&r2), "error response list == normal v0 list");
         assert_conn_works(&mut s, "same connection after too-new ApiVersions");
@@ -655,52 +735,96 @@ fn garbage_metadata_body_closes_connection() {
     bad_input_case(&mut b, "Metadata v12 with 0xFF garbage body", &framed(&m));
 }
 
+/// Sends `payload` on a fresh connection. The broker must either close that connection or
+/// answer it (0xFF/0x7F garbage can occasionally decode as a valid request), must not hang
+/// it, must stay alive, and other connections must keep working.
+fn garbage_input_case(b: &mut Broker, what: &str, payload: &[u8]) -> Result<&'static str, String> {
+    let ok_conn = |s: &mut TcpStream| -> Result<(), String> {
+        let r =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| assert_conn_works(s, what)));
+        r.map_err(|_| "healthy connection stopped working".to_string())
+    };
+    let mut before = TcpStream::connect(b.addr()).map_err(|e| format!("connect: {e}"))?;
+    before.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut bad = TcpStream::connect(b.addr()).map_err(|e| format!("connect: {e}"))?;
+    bad.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = bad.write_all(payload);
+    let mut buf = [0u8; 4096];
+    let outcome = match bad.read(&mut buf) {
+        Ok(0) => "closed",
+        Ok(_) => "answered",
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            return Err("connection neither answered nor closed within 5s".into())
+        }
+        Err(_) => "closed",
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    if let Some(st) = b.exited() {
+        let log = b.log();
+        let last = log
+            .lines()
+            .filter(|l| {
+                !l.starts_with(' ') && !l.starts_with("note:") && !l.starts_with("stack backtrace")
+            })
+            .last()
+            .unwrap_or("")
+            .to_string();
+        return Err(format!("BROKER PROCESS DIED ({st}); last log line: {last}"));
+    }
+    ok_conn(&mut before)?;
+    let mut after = connect(b);
+    ok_conn(&mut after)?;
+    Ok(outcome)
+}
+
 #[test]
 fn garbage_bodies_of_served_apis_close_connection() {
-    // Valid headers of served APIs followed by a garbage body. Every case runs against
-    // its own broker; all failing cases are reported together.
+    // Valid headers of every advertised API (at its min and max version) followed by a
+    // garbage body. The broker is restarted whenever it dies; all failures are reported.
+    let mut b = Broker::start(1, &[]);
+    let advertised: Vec<(i16, i16, i16)> = {
+        let mut s = connect(&b);
+        api_versions(&mut s, 3, 1)
+            .api_keys
+            .iter()
+            .map(|a| (a.api_key, a.min_version, a.max_version))
+            .collect()
+    };
     let mut failures = Vec::new();
-    for (key, ver) in [
-        (ApiKey::Metadata, 9i16),
-        (ApiKey::Metadata, 1),
-        (ApiKey::Produce, 9),
-        (ApiKey::Produce, 3),
-        (ApiKey::Fetch, 12),
-        (ApiKey::Fetch, 4),
-        (ApiKey::ListOffsets, 7),
-        (ApiKey::CreateTopics, 7),
-        (ApiKey::CreateTopics, 2),
-        (ApiKey::DeleteTopics, 6),
-        (ApiKey::FindCoordinator, 4),
-    ] {
-        for (i, fill) in [vec![0xFFu8; 48], vec![0x7F; 48]]
-            .into_iter()
-            .enumerate()
-        {
-            // Metadata v1+ with 0xFF...: topics = null (all topics) is a valid request.
-            if key == ApiKey::Metadata && ver == 1 && fill[0] == 0xFF {
-                continue;
-            }
-            let what = format!("{key:?} v{ver} with garbage body {:#04x} fill", fill[0]);
-            let w = what.clone();
-            let r = std::panic::catch_unwind(move || {
-                let mut b = Broker::start(1, &[]);
-                let mut m = header_only(key as i16, ver, key.request_header_version(ver));
-                m.extend(fill);
-                bad_input_case(&mut b, &w, &framed(&m));
-            });
-            if let Err(e) = r {
-                let msg = e
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                let first = msg.lines().next().unwrap_or("").to_string();
-                failures.push(format!("case {i}: {what}: {first}"));
+    let mut cases = 0;
+    for &(k, min, max) in &advertised {
+        let Ok(key) = ApiKey::try_from(k) else {
+            continue;
+        };
+        if key == ApiKey::ApiVersions {
+            continue; // its v0-v2 body is empty: trailing garbage is legitimately ignored
+        }
+        let mut versions = vec![min, max];
+        versions.dedup();
+        for ver in versions {
+            for fill in [0xFFu8, 0x7F] {
+                cases += 1;
+                let what = format!("{key:?} v{ver} + 48 x {fill:#04x}");
+                let mut m = header_only(k, ver, key.request_header_version(ver));
+                m.extend([fill; 48]);
+                match garbage_input_case(&mut b, &what, &framed(&m)) {
+                    Ok(outcome) => eprintln!("{what}: {outcome}"),
+                    Err(e) => {
+                        failures.push(format!("{what}: {e}"));
+                        if b.exited().is_some() {
+                            b = Broker::start(1, &[]);
+                        }
+                    }
+                }
             }
         }
     }
-    assert!(failures.is_empty(), "{} failing cases:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {cases} garbage-body cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -746,7 +870,11 @@ fn small_socket_request_max_bytes_closes_connection() {
     encode_header(&mut buf, 0, 9, 1, 2);
     req.encode(&mut buf, 9).unwrap();
     assert!(buf.len() > 2048);
-    bad_input_case(&mut b, "Produce frame > socket.request.max.bytes=2048", &framed(&buf));
+    bad_input_case(
+        &mut b,
+        "Produce frame > socket.request.max.bytes=2048",
+        &framed(&buf),
+    );
     // Length prefix alone, just above the limit.
     bad_input_case(&mut b, "length 2049 > 2048", &2049i32.to_be_bytes());
     // A normal request under the limit still works.
@@ -763,17 +891,40 @@ fn unknown_api_key_closes_connection() {
     let mut payload = header_only(-5, 0, 1);
     payload.extend([0u8; 8]);
     bad_input_case(&mut b, "negative api key -5", &framed(&payload));
-    // A real Kafka API that Strand does not serve (JoinGroup=11, v5).
-    let mut payload = header_only(11, 5, 1);
+    // A real Kafka API that Strand does not advertise.
+    let advertised: Vec<i16> = {
+        let mut s = connect(&b);
+        api_versions(&mut s, 3, 1)
+            .api_keys
+            .iter()
+            .map(|a| a.api_key)
+            .collect()
+    };
+    let unserved = [29i16, 57, 24, 22, 21, 50]
+        .into_iter()
+        .find(|k| !advertised.contains(k))
+        .expect("some Kafka API is not advertised");
+    let v = ApiKey::try_from(unserved).unwrap().valid_versions().min;
+    let hv = ApiKey::try_from(unserved)
+        .unwrap()
+        .request_header_version(v);
+    let mut payload = header_only(unserved, v, hv);
     payload.extend([0u8; 16]);
-    bad_input_case(&mut b, "unserved api key 11 (JoinGroup)", &framed(&payload));
+    bad_input_case(
+        &mut b,
+        &format!("unserved api key {unserved} v{v}"),
+        &framed(&payload),
+    );
 }
 
 #[test]
 fn unsupported_api_versions_close_connection() {
     let mut b = Broker::start(1, &[]);
     // Produce v99 with a v9-encoded body, header v2.
-    let req = produce_request(-1, vec![("t", vec![(0, encode_batch(&make_records(1, "p", None)))])]);
+    let req = produce_request(
+        -1,
+        vec![("t", vec![(0, encode_batch(&make_records(1, "p", None)))])],
+    );
     let mut buf = BytesMut::from(&header_only(ApiKey::Produce as i16, 99, 2)[..]);
     req.encode(&mut buf, 9).unwrap();
     bad_input_case(&mut b, "Produce v99", &framed(&buf));
@@ -790,7 +941,13 @@ fn unsupported_api_versions_close_connection() {
     f.replica_id = BrokerId(-1);
     f.max_wait_ms = 100;
     let mut buf = BytesMut::new();
-    encode_header(&mut buf, ApiKey::Fetch as i16, 17, 5, ApiKey::Fetch.request_header_version(17));
+    encode_header(
+        &mut buf,
+        ApiKey::Fetch as i16,
+        17,
+        5,
+        ApiKey::Fetch.request_header_version(17),
+    );
     f.encode(&mut buf, 17).unwrap();
     bad_input_case(&mut b, "Fetch v17", &framed(&buf));
 
@@ -823,7 +980,10 @@ fn produce_corrupt_crc_is_rejected_and_log_unchanged() {
         assert!(bad.len() > pos);
         bad[pos] ^= 0x5A;
         let (err, _) = produce_one(&mut s, ver, 10 + i as i32, "crc-topic", 0, bad.freeze());
-        assert_eq!(err, 2, "Produce v{ver} corrupted CRC: expected CORRUPT_MESSAGE (2)");
+        assert_eq!(
+            err, 2,
+            "Produce v{ver} corrupted CRC: expected CORRUPT_MESSAGE (2)"
+        );
         assert_eq!(
             latest_offset(&mut s, 20 + i as i32, "crc-topic", 0),
             3,
@@ -839,7 +999,14 @@ fn produce_corrupt_crc_is_rejected_and_log_unchanged() {
     assert_eq!(latest_offset(&mut s, 31, "crc-topic", 0), 3);
 
     // Log still healthy: next good batch lands at offset 3, and fetch returns only good records.
-    let (err, base) = produce_one(&mut s, 9, 40, "crc-topic", 0, encode_batch(&make_records(2, "good2", None)));
+    let (err, base) = produce_one(
+        &mut s,
+        9,
+        40,
+        "crc-topic",
+        0,
+        encode_batch(&make_records(2, "good2", None)),
+    );
     assert_eq!((err, base), (0, 3));
     let parts = fetch(&mut s, 41, "crc-topic", &[(0, 0)]);
     assert_eq!(parts[0].error_code, 0);
@@ -851,7 +1018,13 @@ fn produce_corrupt_crc_is_rejected_and_log_unchanged() {
         .collect();
     assert_eq!(
         vals,
-        vec!["good-value-0", "good-value-1", "good-value-2", "good2-value-0", "good2-value-1"]
+        vec![
+            "good-value-0",
+            "good-value-1",
+            "good-value-2",
+            "good2-value-0",
+            "good2-value-1"
+        ]
     );
     let offs: Vec<i64> = recs.iter().map(|r| r.offset).collect();
     assert_eq!(offs, vec![0, 1, 2, 3, 4]);
@@ -872,11 +1045,25 @@ fn produce_batch_with_lying_record_count_is_rejected() {
     let mut b = Broker::start(1, &[]);
     let mut s = connect(&b);
     create_topic(&mut s, 1, "count-topic", 1);
-    let (err, base) = produce_one(&mut s, 9, 2, "count-topic", 0, encode_batch(&make_records(3, "good", None)));
+    let (err, base) = produce_one(
+        &mut s,
+        9,
+        2,
+        "count-topic",
+        0,
+        encode_batch(&make_records(3, "good", None)),
+    );
     assert_eq!((err, base), (0, 0));
     let real = encode_batch(&make_records(4, "liar", None));
     for (i, &count) in [i32::MAX, 1_000_000, 1, 0, -1].iter().enumerate() {
-        let (err, _) = produce_one(&mut s, 9, 10 + i as i32, "count-topic", 0, with_record_count(&real, count));
+        let (err, _) = produce_one(
+            &mut s,
+            9,
+            10 + i as i32,
+            "count-topic",
+            0,
+            with_record_count(&real, count),
+        );
         b.assert_alive();
         assert!(
             err == 2 || err == 87,
@@ -890,7 +1077,10 @@ fn produce_batch_with_lying_record_count_is_rejected() {
     }
     // The log is intact and decodable by a client.
     let parts = fetch(&mut s, 40, "count-topic", &[(0, 0)]);
-    assert_eq!(value_strings(&decode_records(&parts[0].records)), vec!["good-value-0", "good-value-1", "good-value-2"]);
+    assert_eq!(
+        value_strings(&decode_records(&parts[0].records)),
+        vec!["good-value-0", "good-value-1", "good-value-2"]
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -905,14 +1095,24 @@ fn produce_over_message_max_bytes_is_rejected() {
     let big = encode_batch(&make_records(1, "big", Some(20_000)));
     assert!(big.len() > 20_000);
     let (err, _) = produce_one(&mut s, 9, 2, "big-topic", 0, big);
-    assert_eq!(err, 10, "20000-byte record with message.max.bytes=10000: expected MESSAGE_TOO_LARGE");
-    assert_eq!(latest_offset(&mut s, 3, "big-topic", 0), 0, "rejected batch must not be appended");
+    assert_eq!(
+        err, 10,
+        "20000-byte record with message.max.bytes=10000: expected MESSAGE_TOO_LARGE"
+    );
+    assert_eq!(
+        latest_offset(&mut s, 3, "big-topic", 0),
+        0,
+        "rejected batch must not be appended"
+    );
 
     // Many small records adding up to > 10000 in one batch is also too large.
     let many = encode_batch(&make_records(40, "many", Some(400)));
     assert!(many.len() > 10_000);
     let (err, _) = produce_one(&mut s, 7, 4, "big-topic", 0, many);
-    assert_eq!(err, 10, "16KB batch of small records: expected MESSAGE_TOO_LARGE");
+    assert_eq!(
+        err, 10,
+        "16KB batch of small records: expected MESSAGE_TOO_LARGE"
+    );
 
     // A batch under the limit is accepted.
     let small = encode_batch(&make_records(2, "small", Some(1000)));
@@ -940,12 +1140,18 @@ fn unknown_topic_without_auto_create() {
             0,
             encode_batch(&make_records(1, "x", None)),
         );
-        assert_eq!(err, 3, "Produce v{ver} to unknown topic: expected UNKNOWN_TOPIC_OR_PARTITION");
+        assert_eq!(
+            err, 3,
+            "Produce v{ver} to unknown topic: expected UNKNOWN_TOPIC_OR_PARTITION"
+        );
     }
     for (i, &ver) in [1i16, 4, 9, 12].iter().enumerate() {
         let m = metadata_topic(&mut s, ver, 20 + i as i32, "no-such-topic");
         assert_eq!(m.topics.len(), 1, "Metadata v{ver}: {m:?}");
-        assert_eq!(m.topics[0].error_code, 3, "Metadata v{ver} unknown topic: {m:?}");
+        assert_eq!(
+            m.topics[0].error_code, 3,
+            "Metadata v{ver} unknown topic: {m:?}"
+        );
     }
     // Still not created (Metadata with allow_auto_topic_creation=true did not create it).
     let m = metadata_topic(&mut s, 12, 30, "no-such-topic");
@@ -953,9 +1159,23 @@ fn unknown_topic_without_auto_create() {
 
     // An explicitly created topic works; unknown partition of it gives 3 as well.
     create_topic(&mut s, 31, "known-topic", 2);
-    let (err, base) = produce_one(&mut s, 9, 32, "known-topic", 1, encode_batch(&make_records(1, "k", None)));
+    let (err, base) = produce_one(
+        &mut s,
+        9,
+        32,
+        "known-topic",
+        1,
+        encode_batch(&make_records(1, "k", None)),
+    );
     assert_eq!((err, base), (0, 0));
-    let (err, _) = produce_one(&mut s, 9, 33, "known-topic", 7, encode_batch(&make_records(1, "k", None)));
+    let (err, _) = produce_one(
+        &mut s,
+        9,
+        33,
+        "known-topic",
+        7,
+        encode_batch(&make_records(1, "k", None)),
+    );
     assert_eq!(err, 3, "Produce to partition 7 of a 2-partition topic");
     let m = metadata_topic(&mut s, 12, 34, "known-topic");
     assert_eq!(m.topics[0].error_code, 0);
@@ -1009,9 +1229,21 @@ fn two_shards_multi_partition_produce_and_fetch() {
         seen.sort();
         assert_eq!(seen, vec![0, 1, 2, 3]);
         for pr in &t.partition_responses {
-            assert_eq!(pr.error_code, 0, "round {round} partition {}: {resp:?}", pr.index);
-            let want = if round == 0 { 0 } else { first_counts[pr.index as usize] as i64 };
-            assert_eq!(pr.base_offset, want, "round {round} partition {} base offset", pr.index);
+            assert_eq!(
+                pr.error_code, 0,
+                "round {round} partition {}: {resp:?}",
+                pr.index
+            );
+            let want = if round == 0 {
+                0
+            } else {
+                first_counts[pr.index as usize] as i64
+            };
+            assert_eq!(
+                pr.base_offset, want,
+                "round {round} partition {} base offset",
+                pr.index
+            );
         }
     }
 
@@ -1025,18 +1257,31 @@ fn two_shards_multi_partition_produce_and_fetch() {
         assert_eq!(pd.high_watermark, total, "partition {p} high watermark");
         let recs = decode_records(&pd.records);
         assert_eq!(recs.len() as i64, total, "partition {p} record count");
-        assert_eq!(value_strings(&recs), value_strings(&expected[p]), "partition {p} values");
+        assert_eq!(
+            value_strings(&recs),
+            value_strings(&expected[p]),
+            "partition {p} values"
+        );
         let keys: Vec<_> = recs.iter().map(|r| r.key.clone()).collect();
         let want_keys: Vec<_> = expected[p].iter().map(|r| r.key.clone()).collect();
         assert_eq!(keys, want_keys, "partition {p} keys");
         let offs: Vec<i64> = recs.iter().map(|r| r.offset).collect();
-        assert_eq!(offs, (0..total).collect::<Vec<_>>(), "partition {p} offsets");
+        assert_eq!(
+            offs,
+            (0..total).collect::<Vec<_>>(),
+            "partition {p} offsets"
+        );
         for (r, e) in recs.iter().zip(&expected[p]) {
             assert_eq!(r.timestamp, e.timestamp, "partition {p} timestamp");
         }
-        let infos = RecordBatchDecoder::decode_batch_info(&mut pd.records.clone().unwrap()).unwrap();
+        let infos =
+            RecordBatchDecoder::decode_batch_info(&mut pd.records.clone().unwrap()).unwrap();
         let bases: Vec<i64> = infos.iter().map(|i| i.min_offset).collect();
-        assert_eq!(bases, vec![0, first_counts[p] as i64], "partition {p} batch base offsets");
+        assert_eq!(
+            bases,
+            vec![0, first_counts[p] as i64],
+            "partition {p} batch base offsets"
+        );
     }
 
     // ListOffsets agrees.
@@ -1063,8 +1308,14 @@ fn fetch_from_middle_of_batch_returns_whole_batch() {
     create_topic(&mut s, 1, topic, 1);
     let b1 = make_records(5, "b1", None); // offsets 0..4
     let b2 = make_records(3, "b2", None); // offsets 5..7
-    assert_eq!(produce_one(&mut s, 9, 2, topic, 0, encode_batch(&b1)), (0, 0));
-    assert_eq!(produce_one(&mut s, 9, 3, topic, 0, encode_batch(&b2)), (0, 5));
+    assert_eq!(
+        produce_one(&mut s, 9, 2, topic, 0, encode_batch(&b1)),
+        (0, 0)
+    );
+    assert_eq!(
+        produce_one(&mut s, 9, 3, topic, 0, encode_batch(&b2)),
+        (0, 5)
+    );
 
     for (i, &(off, want_base)) in [(2i64, 0i64), (4, 0), (6, 5), (7, 5)].iter().enumerate() {
         let parts = fetch(&mut s, 10 + i as i32, topic, &[(0, off)]);
@@ -1074,13 +1325,20 @@ fn fetch_from_middle_of_batch_returns_whole_batch() {
         let raw = pd.records.clone().expect("records present");
         let infos = RecordBatchDecoder::decode_batch_info(&mut raw.clone()).unwrap();
         assert!(!infos.is_empty(), "fetch at {off}: no batches");
-        assert_eq!(infos[0].min_offset, want_base, "fetch at {off}: first batch base offset");
+        assert_eq!(
+            infos[0].min_offset, want_base,
+            "fetch at {off}: first batch base offset"
+        );
         assert!(infos[0].min_offset <= off);
         let recs = decode_records(&pd.records);
         // The whole containing batch is returned (records before `off` included).
         let want_from = want_base;
         let offs: Vec<i64> = recs.iter().map(|r| r.offset).collect();
-        assert_eq!(offs, (want_from..8).collect::<Vec<_>>(), "fetch at {off}: offsets");
+        assert_eq!(
+            offs,
+            (want_from..8).collect::<Vec<_>>(),
+            "fetch at {off}: offsets"
+        );
         let mut all = b1.clone();
         all.extend(b2.clone());
         assert_eq!(
@@ -1171,12 +1429,18 @@ fn startup_fails_on_tmpfs_data_dir() {
     let _shm_dir;
     if mounted {
         base = dir.path().to_path_buf();
-        guard = TmpfsMount { dir: Some(dir), mounted: true };
+        guard = TmpfsMount {
+            dir: Some(dir),
+            mounted: true,
+        };
     } else if is_tmpfs(std::path::Path::new("/dev/shm")) {
         let d = tempfile::tempdir_in("/dev/shm").unwrap();
         base = d.path().to_path_buf();
         _shm_dir = d;
-        guard = TmpfsMount { dir: None, mounted: false };
+        guard = TmpfsMount {
+            dir: None,
+            mounted: false,
+        };
     } else {
         eprintln!("SKIP: cannot mount tmpfs and /dev/shm is not tmpfs");
         return;

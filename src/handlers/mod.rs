@@ -10,6 +10,7 @@ pub mod describe_groups;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
+pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
@@ -79,6 +80,7 @@ pub fn dispatch(shard: &Rc<Shard>, conn: &ConnContext, frame: Bytes) -> Result<P
             let client_id = header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
             join_group::handle(shard, version, r, client_id, conn.client_host.clone()).map(|r| Some(ResponseKind::JoinGroup(r))).boxed_local()
         }
+        RequestKind::InitProducerId(r) => init_producer_id::handle(shard, version, r).map(|r| Some(ResponseKind::InitProducerId(r))).boxed_local(),
         RequestKind::SyncGroup(r) => sync_group::handle(shard, version, r).map(|r| Some(ResponseKind::SyncGroup(r))).boxed_local(),
         RequestKind::Heartbeat(r) => heartbeat::handle(shard, version, r).map(|r| Some(ResponseKind::Heartbeat(r))).boxed_local(),
         RequestKind::LeaveGroup(r) => leave_group::handle(shard, version, r).map(|r| Some(ResponseKind::LeaveGroup(r))).boxed_local(),

@@ -66,6 +66,10 @@ pub struct MetadataSnapshot {
     pub version: u64,
     pub cluster_id: String,
     pub topics: BTreeMap<String, Arc<TopicMeta>>,
+    /// Producer ids below this may have been handed out (allocated in blocks, so ids stay
+    /// unique across restarts).
+    #[serde(default)]
+    pub producer_id_block_end: i64,
 }
 
 impl MetadataSnapshot {
@@ -121,7 +125,7 @@ impl MetadataStore {
             serde_json::from_str::<MetadataSnapshot>(&text)
                 .with_context(|| format!("{} is not valid metadata; restore it or move it away", path.display()))?
         } else {
-            MetadataSnapshot { version: 1, cluster_id: new_cluster_id(), topics: BTreeMap::new() }
+            MetadataSnapshot { version: 1, cluster_id: new_cluster_id(), topics: BTreeMap::new(), producer_id_block_end: 0 }
         };
         let mut changed = !path.exists();
         for t in snap.topics.values_mut() {

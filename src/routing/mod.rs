@@ -114,6 +114,8 @@ pub enum ShardRequest {
     DeleteTopics { names: Vec<String> },
     /// Work for a consumer group, served by the group's coordinator shard.
     Group(GroupCall),
+    /// A new idempotent producer id, served by shard 0.
+    AllocateProducerId,
 }
 
 /// A group request for the coordinator shard (see `groups::coordinator_shard`).
@@ -158,6 +160,8 @@ pub enum ShardResponse {
     Applied,
     Topics(Vec<TopicOutcome>),
     Group(GroupReply),
+    /// A producer id, or the Kafka error code why none could be allocated.
+    ProducerId(Result<i64, i16>),
 }
 
 /// A routed request and where to send its answer.

@@ -6,7 +6,8 @@ pub mod preflight;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::{Arc, Barrier};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use glommio::{LocalExecutorBuilder, Placement};
@@ -50,7 +51,9 @@ pub fn run(mut config: BrokerConfig) -> Result<()> {
     let mut store = Some(store);
     let shards = config.shards;
     let mesh = build_mesh(shards);
-    let ready = Arc::new(Barrier::new(shards + 1));
+    // Shards count themselves ready here; none accepts before all are (a blocking barrier inside
+    // an executor would freeze its reactor while peers may still need it).
+    let ready = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut handles = Vec::with_capacity(shards);
     for (id, endpoints) in mesh.into_iter().enumerate() {
@@ -80,8 +83,8 @@ pub fn run(mut config: BrokerConfig) -> Result<()> {
                 shard.clone().apply_metadata(snapshot).await;
                 if let Err(e) = shard.start_groups().await {
                     error!(shard = id, "cannot open the group log: {e}");
-                    failed.store(true, std::sync::atomic::Ordering::SeqCst);
-                    ready.wait();
+                    failed.store(true, Ordering::SeqCst);
+                    ready.fetch_add(1, Ordering::SeqCst);
                     return;
                 }
                 let listener = glommio::net::TcpListener::bind(listen);
@@ -89,12 +92,15 @@ pub fn run(mut config: BrokerConfig) -> Result<()> {
                     Ok(l) => l,
                     Err(e) => {
                         error!(shard = id, "cannot listen on {listen}: {e}");
-                        failed.store(true, std::sync::atomic::Ordering::SeqCst);
-                        ready.wait();
+                        failed.store(true, Ordering::SeqCst);
+                        ready.fetch_add(1, Ordering::SeqCst);
                         return;
                     }
                 };
-                ready.wait();
+                ready.fetch_add(1, Ordering::SeqCst);
+                while ready.load(Ordering::SeqCst) < shards {
+                    glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+                }
                 loop {
                     match listener.accept().await {
                         Ok(stream) => {
@@ -110,8 +116,10 @@ pub fn run(mut config: BrokerConfig) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot start shard {id} on CPU {cpu}: {e}; is io_uring available and the memlock limit high enough (ulimit -l)?"))?;
         handles.push(handle);
     }
-    ready.wait();
-    if failed.load(std::sync::atomic::Ordering::SeqCst) {
+    while ready.load(Ordering::SeqCst) < shards {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    if failed.load(Ordering::SeqCst) {
         bail!("a shard failed to start (listen on {} or open its logs); see the log above", config.listen);
     }
     announce(config.listen, shards, &config.data_dir);

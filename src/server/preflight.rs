@@ -112,15 +112,30 @@ fn prepare_data_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// How long start-up waits for a listen address held by a process that just died (the kernel
+/// releases the listening sockets of a killed io_uring process a moment later).
+const PORT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Refuses an address another process listens on. The probe socket sets SO_REUSEADDR (so
+/// connections left in TIME_WAIT/FIN_WAIT by a previous run do not count) but not SO_REUSEPORT
+/// (so another broker's listener does).
 fn check_port(listen: SocketAddr) -> Result<()> {
     if listen.port() == 0 {
         return Ok(());
     }
-    match std::net::TcpListener::bind(listen) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => bail!(
-            "cannot listen on {listen}: the address is already in use by another process; stop it or choose another port with --listen HOST:PORT"
-        ),
-        Err(e) => bail!("cannot listen on {listen}: {e}; choose another address with --listen HOST:PORT"),
+    let deadline = std::time::Instant::now() + PORT_WAIT;
+    loop {
+        let sock = socket2::Socket::new(socket2::Domain::for_address(listen), socket2::Type::STREAM, None)?;
+        sock.set_reuse_address(true)?;
+        match sock.bind(&listen.into()).and_then(|_| sock.listen(1)) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => bail!(
+                "cannot listen on {listen}: the address is already in use by another process; stop it or choose another port with --listen HOST:PORT"
+            ),
+            Err(e) => bail!("cannot listen on {listen}: {e}; choose another address with --listen HOST:PORT"),
+        }
     }
 }

@@ -171,6 +171,13 @@ pub fn validate_batch(buf: &[u8], max_batch_bytes: usize) -> Result<BatchHeader,
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BatchesSummary {
     pub batches: usize,
+    /// Producer fields of the first batch (-1 when not idempotent).
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    /// Records in the first batch.
+    pub first_batch_records: i32,
+    pub transactional: bool,
     /// Sum over batches of `last_offset_delta + 1`: the offsets this payload occupies.
     pub offset_count: i64,
     pub max_timestamp: i64,
@@ -185,6 +192,13 @@ pub fn validate_batches(buf: &[u8], max_batch_bytes: usize) -> Result<BatchesSum
     let mut summary = BatchesSummary { max_timestamp: -1, ..Default::default() };
     while pos < buf.len() {
         let h = validate_batch(&buf[pos..], max_batch_bytes)?;
+        if summary.batches == 0 {
+            summary.producer_id = h.producer_id;
+            summary.producer_epoch = h.producer_epoch;
+            summary.base_sequence = h.base_sequence;
+            summary.first_batch_records = h.last_offset_delta + 1;
+            summary.transactional = h.attributes & ATTR_TRANSACTIONAL != 0;
+        }
         summary.batches += 1;
         summary.offset_count += h.last_offset_delta as i64 + 1;
         summary.max_timestamp = summary.max_timestamp.max(h.max_timestamp);

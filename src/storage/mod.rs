@@ -6,6 +6,7 @@
 pub mod batch;
 pub mod index;
 pub mod partition_log;
+pub mod producer_state;
 pub mod segment;
 
 pub use partition_log::{AppendInfo, LogConfig, PartitionLog, ReadData};
@@ -22,6 +23,9 @@ pub enum StorageError {
     OffsetOutOfRange,
     #[error("log closed")]
     Closed,
+    /// Refused by idempotent-producer checks (sequence, epoch) or batch rules: a Kafka code.
+    #[error("batch refused with error code {0}")]
+    Refused(i16),
 }
 
 impl StorageError {
@@ -30,6 +34,7 @@ impl StorageError {
         match self {
             StorageError::OffsetOutOfRange => 1, // OFFSET_OUT_OF_RANGE
             StorageError::Closed => 3,           // UNKNOWN_TOPIC_OR_PARTITION
+            StorageError::Refused(code) => *code,
             StorageError::Io(_) | StorageError::Failed(_) => 56, // KAFKA_STORAGE_ERROR
         }
     }

@@ -22,6 +22,7 @@ use tracing::{info, warn};
 
 use super::batch::{self, BatchesSummary};
 use super::index::{self, SegmentIndex};
+use super::producer_state::{self, BatchMeta, ProducerStates, SequenceCheck};
 use super::segment::{self, SegmentWriter};
 use super::StorageError;
 
@@ -42,6 +43,8 @@ pub struct LogConfig {
 /// Where an append landed.
 #[derive(Debug, Clone, Copy)]
 pub struct AppendInfo {
+    /// True when the batch was a retry of one already in the log (nothing was written).
+    pub duplicate: bool,
     pub base_offset: i64,
     /// Offset after the last record appended.
     pub next_offset: i64,
@@ -95,6 +98,7 @@ struct LogState {
     cache_bytes: usize,
     failed: Option<String>,
     closed: bool,
+    producers: ProducerStates,
 }
 
 pub struct PartitionLog {
@@ -139,15 +143,16 @@ impl PartitionLog {
 
         let mut segments = Vec::with_capacity(bases.len().max(1));
         let mut writer = None;
+        let mut producers = ProducerStates::default();
         for (i, &base) in bases.iter().enumerate() {
             let path = segment::segment_path(&dir, base);
             let last = i + 1 == bases.len();
             let seg = if last {
-                let (seg, w) = recover_active(&path, base, &config).await?;
+                let (seg, w) = recover_active(&path, base, &config, &mut producers).await?;
                 writer = Some(w);
                 seg
             } else {
-                load_sealed(&path, base, &config).await?
+                load_sealed(&path, base, &config, &mut producers).await?
             };
             segments.push(seg);
         }
@@ -176,6 +181,7 @@ impl PartitionLog {
                 cache_bytes: 0,
                 failed: None,
                 closed: false,
+                producers,
             }),
             appended: Event::new(),
             progress: Event::new(),
@@ -210,8 +216,30 @@ impl PartitionLog {
         if st.closed {
             return Err(StorageError::Closed);
         }
+        let idempotent = summary.producer_id >= 0;
+        let mut seq_range = (0, 0);
+        if idempotent {
+            if summary.batches != 1 || summary.transactional {
+                // Kafka takes exactly one batch per partition from an idempotent producer;
+                // transactions are not served.
+                return Err(StorageError::Refused(87));
+            }
+            let last = producer_state::last_seq(summary.base_sequence, summary.first_batch_records);
+            seq_range = (summary.base_sequence, last);
+            match st.producers.check(summary.producer_id, summary.producer_epoch, summary.base_sequence, last) {
+                SequenceCheck::Accept => {}
+                SequenceCheck::Duplicate { base_offset, last_offset } => {
+                    return Ok(AppendInfo { duplicate: true, base_offset, next_offset: last_offset + 1, log_start_offset: st.log_start_offset });
+                }
+                SequenceCheck::Reject(code) => return Err(StorageError::Refused(code)),
+            }
+        }
         let base = st.next_offset;
         let next = batch::assign_offsets(&mut data, base, 0);
+        if idempotent {
+            let meta = BatchMeta { first_seq: seq_range.0, last_seq: seq_range.1, base_offset: base, last_offset: next - 1 };
+            st.producers.record(summary.producer_id, summary.producer_epoch, meta, now_ms());
+        }
         debug_assert_eq!(next - base, summary.offset_count);
         let bytes = data.freeze();
         let len = bytes.len() as u64;
@@ -249,7 +277,7 @@ impl PartitionLog {
         drop(st);
         self.work.notify(1);
         self.appended.notify(usize::MAX);
-        Ok(AppendInfo { base_offset: base, next_offset: next, log_start_offset })
+        Ok(AppendInfo { duplicate: false, base_offset: base, next_offset: next, log_start_offset })
     }
 
     /// Waits until every offset below `upto` is on the device (acks=1) or durable (acks=all).
@@ -389,10 +417,24 @@ fn new_segment(base_offset: i64, path: PathBuf, file: Option<Rc<DmaFile>>) -> Se
     }
 }
 
-/// Builds the in-memory description of a scanned segment.
-fn segment_from_scan(base: i64, path: PathBuf, file: Rc<DmaFile>, scan: &segment::ScanResult, config: &LogConfig) -> Segment {
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Builds the in-memory description of a scanned segment, and replays its batches into the
+/// producer state.
+fn segment_from_scan(base: i64, path: PathBuf, file: Rc<DmaFile>, scan: &segment::ScanResult, config: &LogConfig, producers: &mut ProducerStates) -> Segment {
     let mut seg = new_segment(base, path, Some(file));
     for &(pos, h) in &scan.batches {
+        if h.producer_id >= 0 {
+            let meta = BatchMeta {
+                first_seq: h.base_sequence,
+                last_seq: producer_state::last_seq(h.base_sequence, h.last_offset_delta + 1),
+                base_offset: h.base_offset,
+                last_offset: h.last_offset(),
+            };
+            producers.record(h.producer_id, h.producer_epoch, meta, h.max_timestamp);
+        }
         let rel = (h.base_offset - base) as u32;
         seg.index.on_append(rel, pos as u32, h.size, seg.max_timestamp, config.index_interval_bytes);
         seg.max_timestamp = seg.max_timestamp.max(h.max_timestamp);
@@ -404,11 +446,11 @@ fn segment_from_scan(base: i64, path: PathBuf, file: Rc<DmaFile>, scan: &segment
 }
 
 /// Opens a sealed segment read-only, loading its index files or rebuilding them.
-async fn load_sealed(path: &Path, base: i64, config: &LogConfig) -> Result<Segment, StorageError> {
+async fn load_sealed(path: &Path, base: i64, config: &LogConfig, producers: &mut ProducerStates) -> Result<Segment, StorageError> {
     let file = Rc::new(glommio::io::DmaFile::open(path).await.map_err(std::io::Error::from)?);
     let len = file.file_size().await.map_err(std::io::Error::from)?;
     let scan = segment::scan(&file, len, false).await?;
-    let mut seg = segment_from_scan(base, path.to_path_buf(), file, &scan, config);
+    let mut seg = segment_from_scan(base, path.to_path_buf(), file, &scan, config, producers);
     match SegmentIndex::load(path, scan.valid_len) {
         Some(idx) => seg.index = idx,
         None => {
@@ -424,7 +466,7 @@ async fn load_sealed(path: &Path, base: i64, config: &LogConfig) -> Result<Segme
 
 /// Recovers the active segment: validates every batch by CRC and truncates what follows the
 /// last valid one.
-async fn recover_active(path: &Path, base: i64, config: &LogConfig) -> Result<(Segment, SegmentWriter), StorageError> {
+async fn recover_active(path: &Path, base: i64, config: &LogConfig, producers: &mut ProducerStates) -> Result<(Segment, SegmentWriter), StorageError> {
     let file = Rc::new(segment::open_rw(path).await?);
     let len = file.file_size().await.map_err(std::io::Error::from)?;
     let scan = segment::scan(&file, len, true).await?;
@@ -442,7 +484,7 @@ async fn recover_active(path: &Path, base: i64, config: &LogConfig) -> Result<(S
         file.fdatasync().await.map_err(std::io::Error::from)?;
     }
     index::remove_index_files(path);
-    let seg = segment_from_scan(base, path.to_path_buf(), file.clone(), &scan, config);
+    let seg = segment_from_scan(base, path.to_path_buf(), file.clone(), &scan, config, producers);
     let writer = SegmentWriter::resume(file, base, scan.valid_len).await?;
     Ok((seg, writer))
 }

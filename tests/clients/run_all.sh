@@ -19,6 +19,8 @@ TESTS=(
     "kcat_test.sh"
     "current_librdkafka_test.py"
     "kafka_python_test.py"
+    "kafka_python_groups_test.py"
+    "kafkajs_groups_test.js"
 )
 
 if [ ! -x "$STRAND_BIN" ]; then
@@ -35,6 +37,7 @@ for t in "${TESTS[@]}"; do
     case "$t" in
         *.sh) cmd=(bash "$HERE/$t") ;;
         *.py) cmd=(python3 "$HERE/$t") ;;
+        *.js) cmd=(node "$HERE/$t") ;;
     esac
     start=$SECONDS
     # --kill-after: if the test ignores SIGTERM, SIGKILL it 10s later.
