@@ -83,7 +83,8 @@ impl GroupStore {
                     producer_epoch: -1,
                     timestamp_type: TimestampType::Creation,
                     offset: i as i64,
-                    sequence: -1,
+                    // The encoder only groups records whose offset - sequence is constant.
+                    sequence: i as i32,
                     timestamp: now,
                     key: Some(Bytes::from(serde_json::to_vec(key).unwrap())),
                     value: value.map(Bytes::from),

@@ -87,7 +87,7 @@ pub fn run(mut config: BrokerConfig) -> Result<()> {
                     ready.fetch_add(1, Ordering::SeqCst);
                     return;
                 }
-                let listener = glommio::net::TcpListener::bind(listen);
+                let listener = bind_listener(listen);
                 let listener = match listener {
                     Ok(l) => l,
                     Err(e) => {
@@ -127,6 +127,23 @@ pub fn run(mut config: BrokerConfig) -> Result<()> {
         let _ = h.join();
     }
     Ok(())
+}
+
+/// Accept backlog of each shard's listener.
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// A listener with SO_REUSEPORT (every shard listens on the same address; the kernel spreads
+/// connections) and SO_REUSEADDR (connections left in FIN_WAIT/TIME_WAIT by a killed run do not
+/// block a restart on the same port, as with Kafka).
+fn bind_listener(addr: SocketAddr) -> std::io::Result<glommio::net::TcpListener> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let sock = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    sock.set_reuse_port(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(LISTEN_BACKLOG)?;
+    // SAFETY: the fd is a bound, listening TCP socket whose ownership moves to the listener.
+    Ok(unsafe { glommio::net::TcpListener::from_raw_fd(sock.into_raw_fd()) })
 }
 
 fn announce(listen: SocketAddr, shards: usize, data_dir: &std::path::Path) {

@@ -298,7 +298,8 @@ mod tests {
                 producer_epoch: -1,
                 timestamp_type: TimestampType::Creation,
                 offset: i as i64,
-                sequence: -1,
+                // The encoder only groups records whose offset - sequence is constant.
+                sequence: i as i32,
                 timestamp: ts0 + i as i64 * 10,
                 key: Some(bytes::Bytes::from(format!("k{i}"))),
                 value: Some(bytes::Bytes::from(vec![b'v'; 20])),
