@@ -112,6 +112,7 @@ fn time_log_appends(ex: &LocalExecutor, dir: &Path, payload: &Bytes, depth: usiz
             roll_ms: 7 * 24 * 3600 * 1000,
             index_interval_bytes: 4096,
             tail_cache_bytes: 4 << 20,
+            producer_id_expiration_ms: 86_400_000,
         };
         let log = PartitionLog::open("bench", 0, log_dir, config).await.unwrap();
         let mut total = Duration::ZERO;

@@ -55,6 +55,8 @@ pub struct BrokerConfig {
     pub group_initial_rebalance_delay_ms: u64,
     /// `offset.metadata.max.bytes`
     pub offset_metadata_max_bytes: usize,
+    /// `producer.id.expiration.ms`: idle time after which a producer's dedup state is dropped.
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for BrokerConfig {
@@ -78,6 +80,7 @@ impl Default for BrokerConfig {
             group_max_session_timeout_ms: 1_800_000,
             group_initial_rebalance_delay_ms: 3_000,
             offset_metadata_max_bytes: 4096,
+            producer_id_expiration_ms: 86_400_000,
         }
     }
 }
@@ -123,6 +126,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "group.max.session.timeout.ms",
     "group.initial.rebalance.delay.ms",
     "offset.metadata.max.bytes",
+    "producer.id.expiration.ms",
 ];
 
 impl BrokerConfig {
@@ -158,6 +162,7 @@ impl BrokerConfig {
             "group.max.session.timeout.ms" => self.group_max_session_timeout_ms = parse_num(key, v, 1)?,
             "group.initial.rebalance.delay.ms" => self.group_initial_rebalance_delay_ms = parse_num(key, v, 0)?,
             "offset.metadata.max.bytes" => self.offset_metadata_max_bytes = parse_num(key, v, 0)?,
+            "producer.id.expiration.ms" => self.producer_id_expiration_ms = parse_num(key, v, 1)?,
             other => bail!(
                 "unknown setting {other:?}; known settings: {}",
                 KNOWN_KEYS.join(", ")

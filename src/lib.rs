@@ -9,12 +9,14 @@
 //! - [`groups`]: consumer-group coordinators and committed offsets;
 //! - [`metadata`]: topics, placement and their persistence;
 //! - [`server`]: process start-up, executors, listeners and connections;
-//! - [`config`]: settings with Kafka's names.
+//! - [`config`]: settings with Kafka's names;
+//! - [`perf`]: the load generator (`strand perf produce|consume|sink`).
 
 pub mod config;
 pub mod groups;
 pub mod handlers;
 pub mod metadata;
+pub mod perf;
 pub mod protocol;
 pub mod routing;
 pub mod server;

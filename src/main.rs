@@ -18,6 +18,8 @@ struct Cli {
 enum Command {
     /// Run the broker.
     Serve(ServeArgs),
+    /// Load generation and measurement (kafka-*-perf-test compatible).
+    Perf(strand::perf::PerfArgs),
 }
 
 #[derive(clap::Args)]
@@ -77,6 +79,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => build_config(args).and_then(strand::server::run),
+        Command::Perf(args) => strand::perf::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

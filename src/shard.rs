@@ -73,6 +73,7 @@ impl Shard {
             roll_ms: self.config.log_roll_ms,
             index_interval_bytes: self.config.index_interval_bytes,
             tail_cache_bytes: self.config.tail_cache_bytes,
+            producer_id_expiration_ms: self.config.producer_id_expiration_ms,
         };
         let store = GroupStore::open(&self.config.data_dir, self.id, config).await?;
         let c = GroupCoordinator::start(self.id, self.config.clone(), store).await?;
@@ -139,6 +140,7 @@ impl Shard {
                 .map(|v| v as usize)
                 .unwrap_or(self.config.index_interval_bytes),
             tail_cache_bytes: self.config.tail_cache_bytes,
+            producer_id_expiration_ms: self.config.producer_id_expiration_ms,
         }
     }
 

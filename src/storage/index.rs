@@ -58,11 +58,19 @@ impl SegmentIndex {
         self.entries.is_empty()
     }
 
-    /// Writes `.index` and `.timeindex` beside the segment (called when a segment is sealed).
-    pub fn persist(&self, log_path: &Path) -> std::io::Result<()> {
-        let mut off = Vec::with_capacity(self.entries.len() * OFFSET_ENTRY_LEN);
-        let mut time = Vec::with_capacity(self.entries.len() * TIME_ENTRY_LEN);
-        for e in &self.entries {
+    /// Writes `.index` and `.timeindex` beside a sealed segment. A last entry records where the
+    /// segment ends (its size, next offset and greatest timestamp), so a later start can open the
+    /// segment without reading it.
+    pub fn persist(&self, log_path: &Path, seal: &SealInfo, base_offset: i64) -> std::io::Result<()> {
+        let n = self.entries.len() + 1;
+        let mut off = Vec::with_capacity(n * OFFSET_ENTRY_LEN);
+        let mut time = Vec::with_capacity(n * TIME_ENTRY_LEN);
+        let sentinel = IndexEntry {
+            rel_offset: (seal.next_offset - base_offset) as u32,
+            position: seal.size as u32,
+            max_ts_before: seal.max_timestamp,
+        };
+        for e in self.entries.iter().chain(std::iter::once(&sentinel)) {
             off.extend_from_slice(&e.rel_offset.to_be_bytes());
             off.extend_from_slice(&e.position.to_be_bytes());
             time.extend_from_slice(&e.max_ts_before.to_be_bytes());
@@ -72,19 +80,20 @@ impl SegmentIndex {
         write_synced(&log_path.with_extension("timeindex"), &time)
     }
 
-    /// Loads the index files of a sealed segment. Returns `None` when they are missing or do
-    /// not agree with each other or with the segment size (the caller then rebuilds).
-    pub fn load(log_path: &Path, segment_size: u64) -> Option<SegmentIndex> {
+    /// Loads the index files of a sealed segment of `file_size` bytes. Returns `None` when they
+    /// are missing, disagree with each other, or do not end exactly at the file's end (the caller
+    /// then rebuilds them by reading the segment).
+    pub fn load(log_path: &Path, base_offset: i64, file_size: u64) -> Option<(SegmentIndex, SealInfo)> {
         let off = std::fs::read(log_path.with_extension("index")).ok()?;
         let time = std::fs::read(log_path.with_extension("timeindex")).ok()?;
         if off.len() % OFFSET_ENTRY_LEN != 0 || time.len() % TIME_ENTRY_LEN != 0 {
             return None;
         }
         let n = off.len() / OFFSET_ENTRY_LEN;
-        if n != time.len() / TIME_ENTRY_LEN || (n == 0 && segment_size > 0) {
+        if n == 0 || n != time.len() / TIME_ENTRY_LEN {
             return None;
         }
-        let mut entries = Vec::with_capacity(n);
+        let mut entries: Vec<IndexEntry> = Vec::with_capacity(n);
         for i in 0..n {
             let o = &off[i * OFFSET_ENTRY_LEN..];
             let t = &time[i * TIME_ENTRY_LEN..];
@@ -92,22 +101,31 @@ impl SegmentIndex {
             let position = u32::from_be_bytes(o[4..8].try_into().unwrap());
             let max_ts_before = i64::from_be_bytes(t[0..8].try_into().unwrap());
             let trel = u32::from_be_bytes(t[8..12].try_into().unwrap());
-            if trel != rel_offset || position as u64 >= segment_size.max(1) {
+            if trel != rel_offset || position as u64 > file_size {
                 return None;
             }
             if let Some(prev) = entries.last() {
-                let prev: &IndexEntry = prev;
                 if prev.rel_offset >= rel_offset || prev.position >= position {
                     return None;
                 }
             }
             entries.push(IndexEntry { rel_offset, position, max_ts_before });
         }
-        if entries.first().is_some_and(|e| e.position != 0) {
+        let sentinel = entries.pop()?;
+        if sentinel.position as u64 != file_size || entries.first().is_some_and(|e| e.position != 0) || (entries.is_empty() && file_size > 0) {
             return None;
         }
-        Some(SegmentIndex { entries, bytes_since_last: usize::MAX / 2 })
+        let seal = SealInfo { size: file_size, next_offset: base_offset + sentinel.rel_offset as i64, max_timestamp: sentinel.max_ts_before };
+        Some((SegmentIndex { entries, bytes_since_last: usize::MAX / 2 }, seal))
     }
+}
+
+/// Where a sealed segment ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SealInfo {
+    pub size: u64,
+    pub next_offset: i64,
+    pub max_timestamp: i64,
 }
 
 fn write_synced(path: &Path, data: &[u8]) -> std::io::Result<()> {
@@ -145,9 +163,12 @@ mod tests {
         assert!(t.max_ts_before < 1000);
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("00000000000000000000.log");
-        idx.persist(&p).unwrap();
-        let back = SegmentIndex::load(&p, pos as u64).unwrap();
+        let seal = SealInfo { size: pos as u64, next_offset: 1000, max_timestamp: 9900 };
+        idx.persist(&p, &seal, 0).unwrap();
+        let (back, seal_back) = SegmentIndex::load(&p, 0, pos as u64).unwrap();
         assert_eq!(back.entries, idx.entries);
-        assert!(SegmentIndex::load(&p, 10).is_none(), "positions past the segment end are refused");
+        assert_eq!(seal_back, seal);
+        assert!(SegmentIndex::load(&p, 0, 10).is_none(), "positions past the segment end are refused");
+        assert!(SegmentIndex::load(&p, 0, pos as u64 + 1).is_none(), "a segment longer than sealed is refused");
     }
 }

@@ -21,7 +21,7 @@ use glommio::io::DmaFile;
 use tracing::{info, warn};
 
 use super::batch::{self, BatchesSummary};
-use super::index::{self, SegmentIndex};
+use super::index::{self, SealInfo, SegmentIndex};
 use super::producer_state::{self, BatchMeta, ProducerStates, SequenceCheck};
 use super::segment::{self, SegmentWriter};
 use super::StorageError;
@@ -38,7 +38,13 @@ pub struct LogConfig {
     pub roll_ms: u64,
     pub index_interval_bytes: usize,
     pub tail_cache_bytes: usize,
+    /// Idle producers are forgotten after this long (`producer.id.expiration.ms`); never while
+    /// they keep producing.
+    pub producer_id_expiration_ms: i64,
 }
+
+/// How often idle producer state is looked for.
+const PRODUCER_EXPIRY_CHECK_MS: i64 = 60_000;
 
 /// Where an append landed.
 #[derive(Debug, Clone, Copy)]
@@ -71,6 +77,9 @@ struct Segment {
     max_timestamp: i64,
     index: SegmentIndex,
     created: Instant,
+    /// Producer state as of this segment's base offset, written as a snapshot when the
+    /// previous segment is sealed.
+    snapshot: Option<Vec<u8>>,
 }
 
 struct CachedBatches {
@@ -99,6 +108,7 @@ struct LogState {
     failed: Option<String>,
     closed: bool,
     producers: ProducerStates,
+    last_producer_expiry_ms: i64,
 }
 
 pub struct PartitionLog {
@@ -143,16 +153,30 @@ impl PartitionLog {
 
         let mut segments = Vec::with_capacity(bases.len().max(1));
         let mut writer = None;
+        // Producer state: the newest snapshot taken at a segment boundary, then the batches after it.
         let mut producers = ProducerStates::default();
+        let mut replay_from = i64::MIN;
+        for off in producer_state::list_snapshots(&dir).into_iter().rev() {
+            if !bases.contains(&off) {
+                continue;
+            }
+            let loaded = std::fs::read(producer_state::snapshot_path(&dir, off)).ok().and_then(|b| ProducerStates::from_bytes(&b));
+            if let Some(p) = loaded {
+                producers = p;
+                replay_from = off;
+                break;
+            }
+        }
         for (i, &base) in bases.iter().enumerate() {
             let path = segment::segment_path(&dir, base);
             let last = i + 1 == bases.len();
+            let feed = base >= replay_from;
             let seg = if last {
-                let (seg, w) = recover_active(&path, base, &config, &mut producers).await?;
+                let (seg, w) = recover_active(&path, base, &config, feed.then_some(&mut producers)).await?;
                 writer = Some(w);
                 seg
             } else {
-                load_sealed(&path, base, &config, &mut producers).await?
+                load_sealed(&path, base, &config, feed.then_some(&mut producers)).await?
             };
             segments.push(seg);
         }
@@ -182,6 +206,7 @@ impl PartitionLog {
                 failed: None,
                 closed: false,
                 producers,
+                last_producer_expiry_ms: now_ms(),
             }),
             appended: Event::new(),
             progress: Event::new(),
@@ -237,8 +262,16 @@ impl PartitionLog {
         let base = st.next_offset;
         let next = batch::assign_offsets(&mut data, base, 0);
         if idempotent {
+            let now = now_ms();
             let meta = BatchMeta { first_seq: seq_range.0, last_seq: seq_range.1, base_offset: base, last_offset: next - 1 };
-            st.producers.record(summary.producer_id, summary.producer_epoch, meta, now_ms());
+            st.producers.record(summary.producer_id, summary.producer_epoch, meta, now);
+            if now - st.last_producer_expiry_ms > PRODUCER_EXPIRY_CHECK_MS {
+                st.last_producer_expiry_ms = now;
+                let expired = st.producers.expire(now, self.config.producer_id_expiration_ms);
+                if expired > 0 {
+                    info!(topic = %self.topic, partition = self.partition, expired, "forgot idle producers");
+                }
+            }
         }
         debug_assert_eq!(next - base, summary.offset_count);
         let bytes = data.freeze();
@@ -253,7 +286,10 @@ impl PartitionLog {
         };
         if roll {
             let path = segment::segment_path(&self.dir, base);
-            st.segments.push(new_segment(base, path, None));
+            let mut seg = new_segment(base, path, None);
+            // The producer state now covers exactly the offsets below `base`.
+            seg.snapshot = Some(st.producers.to_bytes());
+            st.segments.push(seg);
         }
         let interval = self.config.index_interval_bytes;
         let active = st.segments.last_mut().unwrap();
@@ -414,6 +450,7 @@ fn new_segment(base_offset: i64, path: PathBuf, file: Option<Rc<DmaFile>>) -> Se
         max_timestamp: -1,
         index: SegmentIndex::default(),
         created: Instant::now(),
+        snapshot: None,
     }
 }
 
@@ -423,10 +460,10 @@ fn now_ms() -> i64 {
 
 /// Builds the in-memory description of a scanned segment, and replays its batches into the
 /// producer state.
-fn segment_from_scan(base: i64, path: PathBuf, file: Rc<DmaFile>, scan: &segment::ScanResult, config: &LogConfig, producers: &mut ProducerStates) -> Segment {
+fn segment_from_scan(base: i64, path: PathBuf, file: Rc<DmaFile>, scan: &segment::ScanResult, config: &LogConfig, mut producers: Option<&mut ProducerStates>) -> Segment {
     let mut seg = new_segment(base, path, Some(file));
     for &(pos, h) in &scan.batches {
-        if h.producer_id >= 0 {
+        if let (true, Some(producers)) = (h.producer_id >= 0, producers.as_deref_mut()) {
             let meta = BatchMeta {
                 first_seq: h.base_sequence,
                 last_seq: producer_state::last_seq(h.base_sequence, h.last_offset_delta + 1),
@@ -445,18 +482,28 @@ fn segment_from_scan(base: i64, path: PathBuf, file: Rc<DmaFile>, scan: &segment
     seg
 }
 
-/// Opens a sealed segment read-only, loading its index files or rebuilding them.
-async fn load_sealed(path: &Path, base: i64, config: &LogConfig, producers: &mut ProducerStates) -> Result<Segment, StorageError> {
+/// Opens a sealed segment read-only. With valid index files (which record where it ends) and no
+/// producer state to replay, the segment is not read at all; otherwise its batch headers are
+/// scanned and missing or invalid indexes are rebuilt.
+async fn load_sealed(path: &Path, base: i64, config: &LogConfig, producers: Option<&mut ProducerStates>) -> Result<Segment, StorageError> {
     let file = Rc::new(glommio::io::DmaFile::open(path).await.map_err(std::io::Error::from)?);
     let len = file.file_size().await.map_err(std::io::Error::from)?;
+    let loaded = SegmentIndex::load(path, base, len);
+    if let (Some((index, seal)), None) = (&loaded, &producers) {
+        let mut seg = new_segment(base, path.to_path_buf(), Some(file));
+        seg.index = index.clone();
+        seg.size = seal.size;
+        seg.written_size = seal.size;
+        seg.next_offset = seal.next_offset;
+        seg.max_timestamp = seal.max_timestamp;
+        return Ok(seg);
+    }
     let scan = segment::scan(&file, len, false).await?;
-    let mut seg = segment_from_scan(base, path.to_path_buf(), file, &scan, config, producers);
-    match SegmentIndex::load(path, scan.valid_len) {
-        Some(idx) => seg.index = idx,
-        None => {
-            info!(segment = %path.display(), entries = seg.index.len(), "rebuilt missing or invalid index");
-            seg.index.persist(path)?;
-        }
+    let seg = segment_from_scan(base, path.to_path_buf(), file, &scan, config, producers);
+    if loaded.is_none() {
+        info!(segment = %path.display(), entries = seg.index.len(), "rebuilt missing or invalid index");
+        let seal = SealInfo { size: seg.size, next_offset: seg.next_offset, max_timestamp: seg.max_timestamp };
+        seg.index.persist(path, &seal, base)?;
     }
     if scan.trailing > 0 {
         warn!(segment = %path.display(), bytes = scan.trailing, reason = ?scan.stop_reason, "sealed segment has unreadable tail; serving up to it");
@@ -466,7 +513,7 @@ async fn load_sealed(path: &Path, base: i64, config: &LogConfig, producers: &mut
 
 /// Recovers the active segment: validates every batch by CRC and truncates what follows the
 /// last valid one.
-async fn recover_active(path: &Path, base: i64, config: &LogConfig, producers: &mut ProducerStates) -> Result<(Segment, SegmentWriter), StorageError> {
+async fn recover_active(path: &Path, base: i64, config: &LogConfig, producers: Option<&mut ProducerStates>) -> Result<(Segment, SegmentWriter), StorageError> {
     let file = Rc::new(segment::open_rw(path).await?);
     let len = file.file_size().await.map_err(std::io::Error::from)?;
     let scan = segment::scan(&file, len, true).await?;
@@ -660,16 +707,22 @@ async fn run_writer(log: Rc<PartitionLog>, mut writer: SegmentWriter) {
     log.progress.notify(usize::MAX);
 }
 
-/// Seals the active segment (truncate padding, fdatasync, write its indexes) and opens the next.
+/// Seals the active segment (truncate padding, fdatasync, write its indexes and the producer
+/// snapshot at the new base offset) and opens the next.
 async fn roll(log: &PartitionLog, old: &SegmentWriter, new_base: i64) -> std::io::Result<SegmentWriter> {
     old.seal().await?;
-    let (index, old_path, new_path) = {
-        let st = log.state.borrow();
+    let (index, seal, old_path, new_path, snapshot) = {
+        let mut st = log.state.borrow_mut();
         let seg = st.segments.iter().find(|s| s.base_offset == old.base_offset).expect("sealed segment");
-        let new_seg = st.segments.iter().find(|s| s.base_offset == new_base).expect("new segment");
-        (seg.index.clone(), seg.path.clone(), new_seg.path.clone())
+        let seal = SealInfo { size: old.size(), next_offset: seg.next_offset, max_timestamp: seg.max_timestamp };
+        let (index, old_path) = (seg.index.clone(), seg.path.clone());
+        let new_seg = st.segments.iter_mut().find(|s| s.base_offset == new_base).expect("new segment");
+        (index, seal, old_path, new_seg.path.clone(), new_seg.snapshot.take())
     };
-    index.persist(&old_path)?;
+    index.persist(&old_path, &seal, old.base_offset)?;
+    if let Some(bytes) = snapshot {
+        producer_state::write_snapshot(&log.dir, new_base, &bytes)?;
+    }
     let file = Rc::new(segment::open_rw(&new_path).await?);
     {
         let mut st = log.state.borrow_mut();
@@ -681,4 +734,102 @@ async fn roll(log: &PartitionLog, old: &SegmentWriter, new_base: i64) -> std::io
     }
     info!(topic = %log.topic, partition = log.partition, base_offset = new_base, "rolled segment");
     SegmentWriter::resume(file, new_base, 0).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::batch;
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+
+    fn idempotent_batch(pid: i64, epoch: i16, first_seq: i32, n: usize) -> BytesMut {
+        let records: Vec<Record> = (0..n)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                partition_leader_epoch: 0,
+                producer_id: pid,
+                producer_epoch: epoch,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: first_seq + i as i32,
+                timestamp: 1_000 + i as i64,
+                key: None,
+                value: Some(Bytes::from(vec![b'x'; 200])),
+                headers: Default::default(),
+                delete_horizon: false,
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(&mut buf, records.iter(), &RecordEncodeOptions { version: 2, compression: Compression::None }).unwrap();
+        buf
+    }
+
+    fn append(log: &PartitionLog, b: BytesMut) -> Result<AppendInfo, StorageError> {
+        let summary = batch::validate_batches(&b, 1 << 20).unwrap();
+        log.append(b, &summary, true)
+    }
+
+    fn config() -> LogConfig {
+        LogConfig { segment_bytes: 8 * 1024, roll_ms: u64::MAX / 4, index_interval_bytes: 1024, tail_cache_bytes: 0, producer_id_expiration_ms: 86_400_000 }
+    }
+
+    #[test]
+    fn producer_state_survives_restart_from_snapshot_without_rescanning() {
+        let dir = tempfile::tempdir_in(std::env::current_dir().unwrap()).unwrap();
+        let data = dir.path().to_path_buf();
+        std::fs::write(data.join("probe"), vec![1u8; 4096]).unwrap();
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                // Open a non-empty file first (glommio's polled-I/O probe).
+                let probe = glommio::io::DmaFile::open(data.join("probe")).await.unwrap();
+                let _ = probe.read_at(0, 512).await;
+                let pdir = data.join("t-0");
+                let log = PartitionLog::open("t", 0, pdir.clone(), config()).await.unwrap();
+                let mut seq = 0;
+                let mut last = None;
+                for _ in 0..60 {
+                    let info = append(&log, idempotent_batch(42, 0, seq, 5)).unwrap();
+                    log.wait_persisted(info.next_offset, true).await.unwrap();
+                    last = Some((seq, info.base_offset));
+                    seq += 5;
+                }
+                let end = log.next_offset();
+                assert_eq!(end, 300);
+                log.close();
+                while log.is_writer_running() {
+                    glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                drop(log);
+                let segments = std::fs::read_dir(&pdir).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "log")).count();
+                assert!(segments > 3, "the test needs several segments, got {segments}");
+                assert!(!producer_state::list_snapshots(&pdir).is_empty(), "a snapshot is written at roll");
+
+                let scans_before = segment::SEGMENT_SCANS.load(std::sync::atomic::Ordering::Relaxed);
+                let log = PartitionLog::open("t", 0, pdir.clone(), config()).await.unwrap();
+                let scans = segment::SEGMENT_SCANS.load(std::sync::atomic::Ordering::Relaxed) - scans_before;
+                assert_eq!(scans, 1, "only the active segment is read at start");
+                assert_eq!(log.next_offset(), end);
+                // A retry of the last batch is recognised after the restart.
+                let (last_seq, last_base) = last.unwrap();
+                let dup = append(&log, idempotent_batch(42, 0, last_seq, 5)).unwrap();
+                assert!(dup.duplicate);
+                assert_eq!(dup.base_offset, last_base);
+                assert_eq!(log.next_offset(), end);
+                // Out of order and stale epoch are refused; the next sequence is accepted.
+                assert!(matches!(append(&log, idempotent_batch(42, 0, seq + 5, 5)), Err(StorageError::Refused(45))));
+                let next = append(&log, idempotent_batch(42, 0, seq, 5)).unwrap();
+                assert_eq!(next.base_offset, end);
+                // Every batch reads back with its offsets after the restart.
+                let data = log.read(0, 1 << 20).await.unwrap();
+                let first = batch::parse_header(&data.chunks[0]).unwrap();
+                assert_eq!(first.base_offset, 0);
+                let mid = log.read(153, 1 << 20).await.unwrap();
+                let h = batch::parse_header(&mid.chunks[0]).unwrap();
+                assert!(h.base_offset <= 153 && h.last_offset() >= 153);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
 }

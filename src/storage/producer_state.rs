@@ -5,6 +5,9 @@
 //! Knows nothing of requests: callers pass header fields and get a verdict.
 
 use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
 
 /// Batches remembered per producer (hence at most 5 in-flight requests for idempotent clients).
 pub const RETAINED_BATCHES: usize = 5;
@@ -13,7 +16,7 @@ pub const INVALID_PRODUCER_EPOCH: i16 = 47;
 pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 pub const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchMeta {
     pub first_seq: i32,
     pub last_seq: i32,
@@ -21,7 +24,7 @@ pub struct BatchMeta {
     pub last_offset: i64,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ProducerEntry {
     pub epoch: i16,
     pub batches: VecDeque<BatchMeta>,
@@ -50,7 +53,7 @@ pub fn last_seq(first: i32, count: i32) -> i32 {
     ((first as i64 + count as i64 - 1) % (i32::MAX as i64 + 1)) as i32
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct ProducerStates {
     map: HashMap<i64, ProducerEntry>,
 }
@@ -108,9 +111,53 @@ impl ProducerStates {
         self.map.len()
     }
 
+    /// Serialized state, for a snapshot file.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("producer state serializes")
+    }
+
+    pub fn from_bytes(b: &[u8]) -> Option<ProducerStates> {
+        serde_json::from_slice(b).ok()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
+}
+
+/// Snapshot file of the producer state covering every batch below `offset`, as Kafka names them.
+pub fn snapshot_path(dir: &Path, offset: i64) -> PathBuf {
+    dir.join(format!("{offset:020}.snapshot"))
+}
+
+/// Offsets of the snapshot files in `dir`, ascending.
+pub fn list_snapshots(dir: &Path) -> Vec<i64> {
+    let mut v: Vec<i64> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter_map(|n| n.strip_suffix(".snapshot").filter(|s| s.len() == 20).and_then(|s| s.parse().ok()))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort_unstable();
+    v
+}
+
+/// Writes a snapshot durably and keeps only the two newest.
+pub fn write_snapshot(dir: &Path, offset: i64, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = snapshot_path(dir, offset);
+    let tmp = path.with_extension("snapshot.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_data()?;
+    std::fs::rename(&tmp, &path)?;
+    let all = list_snapshots(dir);
+    for old in all.iter().take(all.len().saturating_sub(2)) {
+        let _ = std::fs::remove_file(snapshot_path(dir, *old));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

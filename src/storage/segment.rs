@@ -165,9 +165,13 @@ pub struct ScanResult {
     pub stop_reason: Option<String>,
 }
 
+/// Segment scans performed by this process (recovery reads; a counter for tests and metrics).
+pub static SEGMENT_SCANS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Reads a segment batch by batch from the start. With `check_crc`, each batch's CRC32C is
 /// verified; the scan stops at the first batch that is incomplete or invalid.
 pub async fn scan(file: &DmaFile, file_len: u64, check_crc: bool) -> std::io::Result<ScanResult> {
+    SEGMENT_SCANS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut res = ScanResult::default();
     let mut pos = 0u64;
     let mut expected_offset: Option<i64> = None;
