@@ -24,7 +24,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use tracing::{debug, info, warn};
 
-use super::store::{now_ms, GroupStore, GroupValue, OffsetValue, StoreKey, StoreRecord};
+use super::store::{now_ms, GroupStore, GroupValue, MemberValue, OffsetValue, StoreKey, StoreRecord};
 use crate::config::BrokerConfig;
 use crate::metadata::MetadataSnapshot;
 
@@ -254,7 +254,34 @@ impl GroupCoordinator {
                         let grp = groups.entry(g).or_insert_with(Group::new);
                         grp.generation = v.generation;
                         grp.protocol_type = v.protocol_type;
-                        grp.protocol = v.protocol;
+                        grp.protocol = v.protocol.clone();
+                        grp.leader = v.leader;
+                        grp.members.clear();
+                        grp.static_members.clear();
+                        // A Stable group comes back Stable; members get a full session to return.
+                        let proto = v.protocol.unwrap_or_default();
+                        for m in v.members {
+                            if let Some(inst) = &m.instance_id {
+                                grp.static_members.insert(inst.clone(), m.id.clone());
+                            }
+                            grp.members.insert(
+                                m.id.clone(),
+                                Member {
+                                    id: m.id,
+                                    instance_id: m.instance_id,
+                                    client_id: m.client_id,
+                                    client_host: m.client_host,
+                                    session_timeout: Duration::from_millis(m.session_timeout_ms),
+                                    rebalance_timeout: Duration::from_millis(m.rebalance_timeout_ms),
+                                    protocols: vec![(proto.clone(), Bytes::from(m.metadata))],
+                                    assignment: Bytes::from(m.assignment),
+                                    join_waiter: None,
+                                    sync_waiter: None,
+                                    last_heartbeat: Instant::now(),
+                                },
+                            );
+                        }
+                        grp.state = if grp.members.is_empty() { GroupState::Empty } else { GroupState::Stable };
                     }
                     None => {
                         groups.remove(&g);
@@ -282,7 +309,33 @@ impl GroupCoordinator {
     fn persist_group_later(self: &Rc<Self>, group_id: &str) {
         let value = {
             let groups = self.groups.borrow();
-            groups.get(group_id).map(|g| GroupValue { generation: g.generation, protocol_type: g.protocol_type.clone(), protocol: g.protocol.clone() })
+            groups.get(group_id).map(|g| {
+                let stable = g.state == GroupState::Stable;
+                let proto = g.protocol.clone().unwrap_or_default();
+                GroupValue {
+                    generation: g.generation,
+                    protocol_type: g.protocol_type.clone(),
+                    protocol: g.protocol.clone(),
+                    leader: if stable { g.leader.clone() } else { None },
+                    members: if stable {
+                        g.members
+                            .values()
+                            .map(|m| MemberValue {
+                                id: m.id.clone(),
+                                instance_id: m.instance_id.clone(),
+                                client_id: m.client_id.clone(),
+                                client_host: m.client_host.clone(),
+                                session_timeout_ms: m.session_timeout.as_millis() as u64,
+                                rebalance_timeout_ms: m.rebalance_timeout.as_millis() as u64,
+                                metadata: m.metadata_for(&proto).to_vec(),
+                                assignment: m.assignment.to_vec(),
+                            })
+                            .collect()
+                    } else {
+                        Vec::new()
+                    },
+                }
+            })
         };
         let rec = StoreRecord::Group { key: StoreKey::Group { g: group_id.to_string() }, value };
         let me = self.clone();

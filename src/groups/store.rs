@@ -41,6 +41,25 @@ pub struct GroupValue {
     pub generation: i32,
     pub protocol_type: Option<String>,
     pub protocol: Option<String>,
+    /// The leader and members of a Stable group, so that a broker restart does not force a
+    /// rebalance: members keep heartbeating into the same generation, as with Kafka.
+    #[serde(default)]
+    pub leader: Option<String>,
+    #[serde(default)]
+    pub members: Vec<MemberValue>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MemberValue {
+    pub id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: u64,
+    pub rebalance_timeout_ms: u64,
+    /// Metadata of the group's selected protocol.
+    pub metadata: Vec<u8>,
+    pub assignment: Vec<u8>,
 }
 
 /// One change: a value, or a tombstone (`None`).

@@ -888,8 +888,9 @@ pub fn run(a: ConsumeArgs) -> Result<()> {
 
     // Progress, timeout and detailed rows.
     let interval = Duration::from_millis(a.reporting_interval);
-    let mut last_report = Instant::now();
-    let mut last_report_ms = unix_ms();
+    // As in Java's tool, the first interval starts before the group join and includes it.
+    let mut last_report = start;
+    let mut last_report_ms = start_ms;
     let (mut last_msgs, mut last_bytes) = (0u64, 0u64);
     let mut first_row = true;
     let mut timed_out = false;
