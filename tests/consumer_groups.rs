@@ -1672,3 +1672,65 @@ fn raw_group_error_paths_two_shards() {
         assert_eq!(d.group_state.as_str(), "Empty", "{d:?}");
     }
 }
+
+/// Static membership (KIP-345): a member with a group.instance.id that restarts (rejoins with an
+/// empty member id and the same instance id) gets a new member id and its old assignment without
+/// a rebalance; the old member id is fenced; leaving by instance id removes it.
+#[test]
+fn static_member_rejoins_without_rebalance() {
+    let b = error_broker(1);
+    let topic = "cg-static";
+    let group = "cg-static-group";
+    let mut c = Conn::open(&b, "static");
+    create_topic_raw(&mut c, topic, 2);
+    let protos = [("range", subscription(&[topic]))];
+
+    let mut j = join_req(group, "", 10_000, &protos);
+    j.group_instance_id = Some(strb("instance-a"));
+    let r: JoinGroupResponse = c.call(ApiKey::JoinGroup, 5, &j);
+    assert_eq!(r.error_code, 0, "static members join directly (no MEMBER_ID_REQUIRED)");
+    let old_id = r.member_id.to_string();
+    let generation = r.generation_id;
+    assert_eq!(r.leader.as_str(), old_id, "the only member leads");
+    let mut s = sync_req(group, generation, &old_id, &[(&old_id, assignment_bytes(topic, &[0, 1]))]);
+    s.group_instance_id = Some(strb("instance-a"));
+    let sr: SyncGroupResponse = c.call(ApiKey::SyncGroup, 5, &s);
+    assert_eq!(sr.error_code, 0);
+    assert_eq!(describe_group(&mut c, group).group_state.as_str(), "Stable");
+
+    // The same instance comes back under a new member id: no rebalance, same generation and assignment.
+    let r2: JoinGroupResponse = c.call(ApiKey::JoinGroup, 5, &j);
+    assert_eq!(r2.error_code, 0);
+    let new_id = r2.member_id.to_string();
+    assert_ne!(new_id, old_id);
+    assert_eq!(r2.generation_id, generation, "a static rejoin must not bump the generation");
+    assert_eq!(describe_group(&mut c, group).group_state.as_str(), "Stable");
+    let mut s2 = sync_req(group, generation, &new_id, &[]);
+    s2.group_instance_id = Some(strb("instance-a"));
+    let sr2: SyncGroupResponse = c.call(ApiKey::SyncGroup, 5, &s2);
+    assert_eq!(sr2.error_code, 0);
+    assert_eq!(parse_assignment(&sr2.assignment), parse_assignment(&assignment_bytes(topic, &[0, 1])), "assignment kept");
+
+    // The old member id is gone; the new one heartbeats fine.
+    assert_eq!(heartbeat(&mut c, group, generation, &old_id), 25, "old member id is unknown");
+    assert_eq!(heartbeat(&mut c, group, generation, &new_id), 0);
+    let mut hb = HeartbeatRequest::default();
+    hb.group_id = gid(group);
+    hb.generation_id = generation;
+    hb.member_id = strb(&new_id);
+    hb.group_instance_id = Some(strb("instance-b"));
+    let hr: HeartbeatResponse = c.call(ApiKey::Heartbeat, 4, &hb);
+    assert_eq!(hr.error_code, 82, "a wrong instance id for the member is FENCED_INSTANCE_ID");
+
+    // Leave by instance id (v3+ batch form with an empty member id).
+    let mut l = LeaveGroupRequest::default();
+    l.group_id = gid(group);
+    let mut m = leave_group_request::MemberIdentity::default();
+    m.group_instance_id = Some(strb("instance-a"));
+    l.members = vec![m];
+    let lr: LeaveGroupResponse = c.call(ApiKey::LeaveGroup, 4, &l);
+    assert_eq!(lr.error_code, 0);
+    assert_eq!(lr.members.len(), 1);
+    assert_eq!(lr.members[0].error_code, 0);
+    wait_group_state(&mut c, group, "Empty");
+}
