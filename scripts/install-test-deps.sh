@@ -4,6 +4,7 @@
 #
 #   kcat                          (Debian apt; links the distro librdkafka 2.0.x)
 #   kafka-python, confluent-kafka (PyPI; confluent-kafka bundles a current librdkafka)
+#   python-snappy, lz4, zstandard (PyPI; kafka-python's snappy/lz4/zstd codecs)
 #   kafkajs                       (npm, into tests/clients/node_modules from the lockfile)
 #
 # Must run as root on Debian (CI runs as root). Network: Debian apt, PyPI, npm.
@@ -41,20 +42,23 @@ fi
 log "kcat: $(kcat -V 2>&1 | grep -m1 '^Version' || echo unknown)"
 
 # ---- Python clients -------------------------------------------------------
-if "$PYTHON" -c 'import kafka, confluent_kafka' >/dev/null 2>&1; then
-    log "pip: kafka-python and confluent-kafka already importable"
+if "$PYTHON" -c 'import kafka, confluent_kafka, snappy, lz4.frame, zstandard' >/dev/null 2>&1; then
+    log "pip: kafka-python, confluent-kafka and the snappy/lz4/zstd codecs already importable"
 else
     log "pip: installing from tests/clients/requirements.txt"
     # PIP_BREAK_SYSTEM_PACKAGES lets this work on a Debian-managed python3 too;
     # older pips ignore it.
     PIP_BREAK_SYSTEM_PACKAGES=1 "$PYTHON" -m pip install -q --no-input --root-user-action=ignore \
         -r "$CLIENTS/requirements.txt"
-    "$PYTHON" -c 'import kafka, confluent_kafka'
+    "$PYTHON" -c 'import kafka, confluent_kafka, snappy, lz4.frame, zstandard'
 fi
 "$PYTHON" - <<'PY'
 import kafka, confluent_kafka
 print("[install-test-deps] kafka-python %s, confluent-kafka %s (librdkafka %s)"
       % (kafka.__version__, confluent_kafka.__version__, confluent_kafka.libversion()[0]))
+from kafka import codec
+print("[install-test-deps] kafka-python codecs: gzip %s, snappy %s, lz4 %s, zstd %s"
+      % (codec.has_gzip(), codec.has_snappy(), codec.has_lz4(), codec.has_zstd()))
 PY
 
 # ---- Node clients ---------------------------------------------------------

@@ -261,18 +261,6 @@ impl PartitionLog {
         }
         let base = st.next_offset;
         let next = batch::assign_offsets(&mut data, base, 0);
-        if idempotent {
-            let now = now_ms();
-            let meta = BatchMeta { first_seq: seq_range.0, last_seq: seq_range.1, base_offset: base, last_offset: next - 1 };
-            st.producers.record(summary.producer_id, summary.producer_epoch, meta, now);
-            if now - st.last_producer_expiry_ms > PRODUCER_EXPIRY_CHECK_MS {
-                st.last_producer_expiry_ms = now;
-                let expired = st.producers.expire(now, self.config.producer_id_expiration_ms);
-                if expired > 0 {
-                    info!(topic = %self.topic, partition = self.partition, expired, "forgot idle producers");
-                }
-            }
-        }
         debug_assert_eq!(next - base, summary.offset_count);
         let bytes = data.freeze();
         let len = bytes.len() as u64;
@@ -290,6 +278,19 @@ impl PartitionLog {
             // The producer state now covers exactly the offsets below `base`.
             seg.snapshot = Some(st.producers.to_bytes());
             st.segments.push(seg);
+        }
+        // Recorded after the roll's snapshot, which must cover only offsets below `base`.
+        if idempotent {
+            let now = now_ms();
+            let meta = BatchMeta { first_seq: seq_range.0, last_seq: seq_range.1, base_offset: base, last_offset: next - 1 };
+            st.producers.record(summary.producer_id, summary.producer_epoch, meta, now);
+            if now - st.last_producer_expiry_ms > PRODUCER_EXPIRY_CHECK_MS {
+                st.last_producer_expiry_ms = now;
+                let expired = st.producers.expire(now, self.config.producer_id_expiration_ms);
+                if expired > 0 {
+                    info!(topic = %self.topic, partition = self.partition, expired, "forgot idle producers");
+                }
+            }
         }
         let interval = self.config.index_interval_bytes;
         let active = st.segments.last_mut().unwrap();

@@ -21,6 +21,9 @@ TESTS=(
     "kafka_python_test.py"
     "kafka_python_groups_test.py"
     "kafkajs_groups_test.js"
+    "kafka_python_codecs_test.py"
+    "kafkajs_codecs_test.js"
+    "confluent_idempotent_test.py"
 )
 
 if [ ! -x "$STRAND_BIN" ]; then
