@@ -197,20 +197,25 @@ def raw_fetch_batches(bootstrap, topic, partition, offset=0, timeout=20):
 
 
 def check_stored_batches(bootstrap, topic, partitions, codec, idempotent=None):
-    """Every stored batch of `topic` has compression `codec` (a name) and, if
-    `idempotent` is given, a producer id (>= 0) exactly when idempotent.
-    Returns the number of batches checked."""
+    """Stored batches of `topic` are as the producer sent them: compression
+    `codec` (a name) or none (clients such as kafka-python send a batch
+    uncompressed when compressing would not shrink it), never another codec,
+    and at least one batch with `codec`. If `idempotent` is given, a producer
+    id (>= 0) exactly when idempotent. Returns the number of batches checked."""
     n = 0
+    with_codec = 0
     for p in range(partitions):
         for b in raw_fetch_batches(bootstrap, topic, p):
-            check(b["codec_name"] == codec,
+            check(b["codec_name"] in (codec, "none"),
                   "%s/%d: stored batch at offset %d has codec %s, the producer used %s"
                   % (topic, p, b["base_offset"], b["codec_name"], codec))
+            with_codec += b["codec_name"] == codec
             if idempotent is not None:
                 check((b["producer_id"] >= 0) == idempotent,
                       "%s/%d: stored batch at offset %d has producer id %d (idempotent=%s)"
                       % (topic, p, b["base_offset"], b["producer_id"], idempotent))
             n += 1
+    check(with_codec > 0, "%s: no stored batch has codec %s" % (topic, codec))
     return n
 
 
