@@ -9,22 +9,25 @@
 #      append+fdatasync latency on the data directory's filesystem (tuning/probe-disk.sh, fio);
 #   2. builds librdkafka's rdkafka_performance from the sources rdkafka-sys vendors (once, cached
 #      under target/bench-rdkafka/);
-#   3. measures the load generator's own ceiling: strand perf produce against strand perf sink;
+#   3. measures the load generators' own ceilings: strand perf produce and rdkafka_performance
+#      against strand perf sink (answers at once, discards);
 #   4. for 100 B and 1 KiB records, acks=1 and acks=all, 1, 8 and 64 partitions: a fresh broker
-#      (release build, fresh data directory on the real disk), a short sizing run, an unthrottled
-#      run of ~T_MAX seconds (the maximum), then a run throttled to half that many records/sec for
-#      the latency percentiles (measured from the intended send time);
+#      (release build, fresh data directory on the real disk), a short sizing run, unthrottled runs
+#      of ~T_MAX seconds (the best of REPEAT_MAX is the maximum), then a run throttled to half that
+#      many records/sec for the latency percentiles (measured from the intended send time);
 #   5. rdkafka_performance for the 1 KiB cases (maximum, and latency at half load);
 #   6. strand perf consume from the tail (right after producing, same broker) and from cold
 #      segments (broker restarted, page cache dropped);
 #   7. writes the tables between <!-- bench:begin --> and <!-- bench:end --> of BENCHMARKS.md
 #      (or --out FILE), with the date, the machine, the load average and every command run.
 #
+# The machine may be shared: before each case the script waits (up to QUIET_WAIT s) for other work
+# to use under half a core, and every row reports the CPU other processes used during its run.
 # Broker CPU is utime+stime of the broker process (/proc/PID/stat) before and after each run,
 # divided by the payload GiB moved (records x record size). MB/MiB/GiB are powers of 2 throughout.
 #
 # Options:
-#   --quick        a few cases, short runs (smoke test, ~2-3 minutes plus a first rdkafka build)
+#   --quick        a few cases, short runs (smoke test, ~1 minute plus a first rdkafka build)
 #   --out FILE     write the results section into FILE instead of BENCHMARKS.md (created if missing)
 #   --data-dir DIR where the brokers' data directories and the fio file go (default
 #                  target/bench-data; must be a real disk filesystem, not tmpfs)
@@ -840,7 +843,7 @@ SECTION="$LOG_DIR/section.md"
     echo "| | |"
     echo "| --- | --- |"
     echo "| date | $DATE ($MODE run, $((ELAPSED / 60)) min $((ELAPSED % 60)) s) |"
-    echo "| strand | commit $COMMIT, release build |"
+    echo "| strand | release build of $(date -u -r "$SRC_BIN" '+%Y-%m-%d %H:%M UTC'); HEAD was $COMMIT |"
     echo "| machine | $CORES cores, $CPU_MODEL, $MEM_GB GiB RAM, $KERNEL |"
     echo "| data directory | $FSTYPE on $FSDEV (fresh directory per case, deleted after it) |"
     echo "| load average (1/5/15 min) | start $LOAD_START, end $LOAD_END; 1-min between cases $LOAD_MIN .. $LOAD_MAX (other work on the machine: 2 cores shared) |"
