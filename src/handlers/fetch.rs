@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use futures::future::{join_all, select, select_all, Either};
+use futures::future::{join_all, select, select_all};
 use futures::FutureExt;
 use kafka_protocol::messages::fetch_response::{FetchResponse, FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
@@ -87,9 +87,8 @@ pub async fn handle(shard: Rc<Shard>, version: i16, req: FetchRequest) -> FetchR
             break outcomes;
         }
         let timer = glommio::timer::sleep(deadline - now).boxed_local();
-        match select(select_all(waits), timer).await {
-            Either::Left(_) | Either::Right(_) => {}
-        }
+        // Whichever comes first: an append on one of the partitions, or the deadline.
+        let _ = select(select_all(waits), timer).await;
     };
 
     // Response-level max_bytes: partitions after the limit get no records this time.

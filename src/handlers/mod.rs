@@ -50,7 +50,7 @@ pub fn dispatch(shard: &Rc<Shard>, conn: &ConnContext, frame: Bytes) -> Result<P
     let version = prefix.api_version;
     let correlation_id = prefix.correlation_id;
     if !versions::is_supported(key, version) {
-        if key == ApiVersions && version > 0 {
+        if key == ApiKey::ApiVersions && version > 0 {
             // Answer in v0 framing with our ranges, so the client can retry with one of them.
             let body = ResponseKind::ApiVersions(api_versions::response(crate::protocol::errors::UNSUPPORTED_VERSION));
             return Ok(respond(key, 0, correlation_id, async move { Some(body) }.boxed_local()));
@@ -94,8 +94,6 @@ pub fn dispatch(shard: &Rc<Shard>, conn: &ConnContext, frame: Bytes) -> Result<P
     };
     Ok(respond(key, version, correlation_id, fut))
 }
-
-use ApiKey::ApiVersions;
 
 fn respond(key: ApiKey, version: i16, correlation_id: i32, fut: LocalBoxFuture<'static, Option<ResponseKind>>) -> PendingResponse {
     async move {
