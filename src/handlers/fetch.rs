@@ -1,9 +1,12 @@
 //! Fetch: read whole batches from each partition's owner shard; when fewer than `min_bytes` are
 //! available, park on the owners until an append arrives or `max_wait_ms` passes (no polling).
 //! Honours `partition_max_bytes` and the response-level `max_bytes`, always returning at least
-//! one batch when data exists.
+//! one batch when data exists. Incremental fetch sessions (KIP-227) are kept per shard in
+//! `fetch_session`: a session's partitions are fetched without being resent, and only the
+//! partitions with news are answered.
 
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -12,6 +15,7 @@ use futures::FutureExt;
 use kafka_protocol::messages::{FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
+use super::fetch_session::{PartitionParams, PartitionResult, PlannedPartition, SessionPartition, SessionTopic};
 use super::Response;
 use crate::storage::LogChunk;
 
@@ -21,7 +25,6 @@ use crate::shard::Shard;
 
 /// Longest a fetch may park, whatever the client asks.
 const MAX_FETCH_WAIT: Duration = Duration::from_secs(30);
-const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
 
 struct Wanted {
     topic_idx: usize,
@@ -32,32 +35,69 @@ struct Wanted {
 }
 
 pub async fn handle(shard: Rc<Shard>, version: i16, req: FetchRequest) -> FetchReply {
-    if req.session_id != 0 {
-        // Sessions are not kept: the client falls back to full fetch requests.
-        return FetchReply::error(FETCH_SESSION_ID_NOT_FOUND);
-    }
-    let snap = shard.metadata();
-    let mut topics_out: Vec<(TopicName, uuid::Uuid)> = Vec::new();
-    let mut wanted: Vec<Wanted> = Vec::new();
+    let topic_ids = version >= 13;
+    let key_of = |name: &TopicName, id: uuid::Uuid| if topic_ids { SessionTopic::Id(id) } else { SessionTopic::Name(Arc::from(name.0.as_str())) };
+    let mut requested = Vec::with_capacity(req.topics.iter().map(|t| t.partitions.len()).sum());
     for t in &req.topics {
-        let meta = if version >= 13 { snap.topic_by_id(t.topic_id) } else { snap.topic(t.topic.0.as_str()) };
-        let ti = topics_out.len();
-        topics_out.push((t.topic.clone(), t.topic_id));
+        let topic = key_of(&t.topic, t.topic_id);
         for p in &t.partitions {
-            let name = meta.map(|m| m.name.clone()).unwrap_or_default();
-            let owner = meta.and_then(|m| snap.owner(&m.name, p.partition));
-            wanted.push(Wanted {
-                topic_idx: ti,
-                partition: p.partition,
-                owner,
-                item: FetchItem {
-                    topic: name,
-                    partition: p.partition,
-                    offset: p.fetch_offset,
-                    max_bytes: p.partition_max_bytes.max(0) as usize,
+            requested.push(PlannedPartition {
+                key: SessionPartition { topic: topic.clone(), partition: p.partition },
+                params: PartitionParams {
+                    fetch_offset: p.fetch_offset,
+                    partition_max_bytes: p.partition_max_bytes,
+                    log_start_offset: p.log_start_offset,
+                    current_leader_epoch: p.current_leader_epoch,
                 },
             });
         }
+    }
+    let forgotten: Vec<SessionPartition> = req
+        .forgotten_topics_data
+        .iter()
+        .flat_map(|t| {
+            let topic = key_of(&t.topic, t.topic_id);
+            t.partitions.iter().map(move |&p| SessionPartition { topic: topic.clone(), partition: p })
+        })
+        .collect();
+    // Sessions exist from v7; earlier requests carry id 0 / epoch -1 (sessionless) by default.
+    let plan = shard.fetch_sessions.borrow_mut().begin(req.session_id, req.session_epoch, topic_ids, requested, &forgotten, Instant::now());
+    let plan = match plan {
+        Ok(plan) => plan,
+        Err(code) => return FetchReply::error(code),
+    };
+
+    let snap = shard.metadata();
+    let mut topics_out: Vec<(StrBytes, uuid::Uuid)> = Vec::new();
+    let mut wanted: Vec<Wanted> = Vec::with_capacity(plan.partitions.len());
+    let mut last_topic: Option<&SessionTopic> = None;
+    for pp in &plan.partitions {
+        let meta = match &pp.key.topic {
+            SessionTopic::Id(id) => snap.topic_by_id(*id),
+            SessionTopic::Name(n) => snap.topic(n),
+        };
+        // Consecutive partitions of one topic share a topic entry in the response.
+        if last_topic != Some(&pp.key.topic) {
+            let (name, id) = match &pp.key.topic {
+                SessionTopic::Id(id) => (meta.map(|m| StrBytes::from_string(m.name.clone())).unwrap_or_default(), *id),
+                SessionTopic::Name(n) => (StrBytes::from_string(n.to_string()), meta.map(|m| m.id).unwrap_or_default()),
+            };
+            topics_out.push((name, id));
+            last_topic = Some(&pp.key.topic);
+        }
+        let name = meta.map(|m| m.name.clone()).unwrap_or_default();
+        let owner = meta.and_then(|m| snap.owner(&m.name, pp.key.partition));
+        wanted.push(Wanted {
+            topic_idx: topics_out.len() - 1,
+            partition: pp.key.partition,
+            owner,
+            item: FetchItem {
+                topic: name,
+                partition: pp.key.partition,
+                offset: pp.params.fetch_offset,
+                max_bytes: pp.params.partition_max_bytes.max(0) as usize,
+            },
+        });
     }
     let unknown = if version >= 13 { errors::UNKNOWN_TOPIC_ID } else { errors::UNKNOWN_TOPIC_OR_PARTITION };
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_FETCH_WAIT);
@@ -97,27 +137,51 @@ pub async fn handle(shard: Rc<Shard>, version: i16, req: FetchRequest) -> FetchR
     // Response-level max_bytes: partitions after the limit get no records this time.
     let mut budget = req.max_bytes.max(0) as usize;
     let mut first = true;
-    let mut reply = FetchReply { error: 0, session_id: 0, topics: Vec::with_capacity(topics_out.len()) };
-    for (name, id) in topics_out {
-        reply.topics.push(TopicReply { name: name.0, id, partitions: Vec::new() });
-    }
+    let mut results = Vec::with_capacity(wanted.len());
     for (w, o) in wanted.iter().zip(outcomes.iter_mut()) {
-        let known = w.owner.is_some();
-        let mut records = std::mem::take(&mut o.records);
-        if !records.is_empty() {
+        if w.owner.is_none() {
+            o.error = unknown;
+            o.high_watermark = -1;
+            o.log_start_offset = -1;
+        }
+        if !o.records.is_empty() {
             if !first && o.bytes > budget {
-                records.clear();
+                o.records.clear();
             } else {
                 budget = budget.saturating_sub(o.bytes);
                 first = false;
             }
         }
-        reply.topics[w.topic_idx].partitions.push(PartitionReply {
+        results.push(PartitionResult {
+            error_code: o.error,
+            high_watermark: o.high_watermark,
+            last_stable_offset: o.high_watermark,
+            log_start_offset: o.log_start_offset,
+            has_records: !o.records.is_empty(),
+        });
+    }
+    let outcome = shard.fetch_sessions.borrow_mut().finish(&plan, &results, Instant::now());
+    if outcome.error_code != 0 {
+        return FetchReply { error: outcome.error_code, session_id: outcome.session_id, topics: Vec::new() };
+    }
+    let mut reply = FetchReply { error: 0, session_id: outcome.session_id, topics: Vec::with_capacity(topics_out.len()) };
+    let mut topic_slot: Vec<Option<usize>> = vec![None; topics_out.len()];
+    let mut names: Vec<Option<(StrBytes, uuid::Uuid)>> = topics_out.into_iter().map(Some).collect();
+    for ((w, o), include) in wanted.iter().zip(outcomes).zip(outcome.include) {
+        if !include {
+            continue;
+        }
+        let slot = *topic_slot[w.topic_idx].get_or_insert_with(|| {
+            let (name, id) = names[w.topic_idx].take().unwrap_or_default();
+            reply.topics.push(TopicReply { name, id, partitions: Vec::new() });
+            reply.topics.len() - 1
+        });
+        reply.topics[slot].partitions.push(PartitionReply {
             index: w.partition,
-            error: if known { o.error } else { unknown },
-            high_watermark: if known { o.high_watermark } else { -1 },
-            log_start_offset: if known { o.log_start_offset } else { -1 },
-            records,
+            error: o.error,
+            high_watermark: o.high_watermark,
+            log_start_offset: o.log_start_offset,
+            records: o.records,
         });
     }
     reply
