@@ -63,6 +63,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     };
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, stream);
     loop {
+        // Backpressure: while the shard's device is behind, read no more requests.
+        crate::storage::memory::wait_for_write_room().await;
         match read_frame(&mut reader, max_frame).await {
             Ok(None) => break,
             Ok(Some(frame)) => match handlers::dispatch(&shard, &conn, frame) {
