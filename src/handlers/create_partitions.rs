@@ -30,7 +30,7 @@ pub async fn handle(shard: Rc<Shard>, _version: i16, req: CreatePartitionsReques
             fail(errors::INVALID_REQUEST, format!("Duplicate topic {name} in request."))
         } else if t.count > MAX_PARTITIONS_PER_TOPIC {
             fail(errors::INVALID_PARTITIONS, format!("Number of partitions must be at most {MAX_PARTITIONS_PER_TOPIC}."))
-        } else if let (Some(assignments), Some(current)) = (&t.assignments, current) {
+        } else if let (Some(assignments), Some(current)) = (t.assignments.as_ref().filter(|a| !a.is_empty()), current) {
             let adding = t.count - current;
             if adding > 0 && assignments.len() as i32 != adding {
                 fail(
