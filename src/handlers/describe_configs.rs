@@ -42,7 +42,8 @@ pub async fn handle(shard: Rc<Shard>, _version: i16, req: DescribeConfigsRequest
         .iter()
         .map(|r| {
             let name = r.resource_name.to_string();
-            let wanted = |k: &str| r.configuration_keys.as_ref().is_none_or(|keys| keys.iter().any(|w| w.as_str() == k));
+            // Null (or empty, as Kafka treats it) asks for every config.
+            let wanted = |k: &str| r.configuration_keys.as_ref().is_none_or(|keys| keys.is_empty() || keys.iter().any(|w| w.as_str() == k));
             let result = DescribeConfigsResult::default().with_resource_type(r.resource_type).with_resource_name(r.resource_name.clone());
             let fail = |code: i16, msg: String| result.clone().with_error_code(code).with_error_message(Some(str_bytes(msg)));
             match r.resource_type {
