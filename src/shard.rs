@@ -2,8 +2,9 @@
 //! execution of routed work.
 //!
 //! Owns the `PartitionLog`s placed on this shard and this shard's copy of the metadata snapshot.
-//! On shard 0 it also owns the `MetadataStore` (topic create/delete). It must not touch another
-//! shard's logs: everything for a partition it does not own goes through the `ShardRouter`.
+//! On shard 0 it also owns the `MetadataStore` (topic create/delete, topic config changes,
+//! partition growth). It must not touch another shard's logs: everything for a partition it
+//! does not own goes through the `ShardRouter`.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
