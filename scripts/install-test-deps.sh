@@ -3,6 +3,7 @@
 # dependency is checked first and only missing ones are installed.
 #
 #   kcat                          (Debian apt; links the distro librdkafka 2.0.x)
+#   strace                        (Debian apt; shows cold fetches use sendfile)
 #   kafka-python, confluent-kafka (PyPI; confluent-kafka bundles a current librdkafka)
 #   python-snappy, lz4, zstandard (PyPI; kafka-python's snappy/lz4/zstd codecs)
 #   kafkajs                       (npm, into tests/clients/node_modules from the lockfile)
@@ -28,6 +29,7 @@ fi
 # ---- apt packages ---------------------------------------------------------
 apt_pkgs=()
 command -v kcat >/dev/null 2>&1 || apt_pkgs+=(kcat)
+command -v strace >/dev/null 2>&1 || apt_pkgs+=(strace)
 command -v timeout >/dev/null 2>&1 || apt_pkgs+=(coreutils)
 command -v npm >/dev/null 2>&1 || apt_pkgs+=(nodejs npm)
 command -v "$PYTHON" >/dev/null 2>&1 || apt_pkgs+=(python3 python3-pip)

@@ -20,6 +20,31 @@ pub const DEFAULT_INDEX_INTERVAL_BYTES: usize = 4096;
 /// Default bytes of recent batches kept in memory per partition (served without disk reads).
 pub const DEFAULT_TAIL_CACHE_BYTES: usize = 1 << 30;
 
+/// The type of a setting, as Kafka's ConfigDef names it (DescribeConfigs `config_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigKind {
+    Boolean,
+    Str,
+    Int,
+    Long,
+    Double,
+    List,
+}
+
+impl ConfigKind {
+    /// The DescribeConfigs v3+ `config_type` code.
+    pub fn code(self) -> i8 {
+        match self {
+            ConfigKind::Boolean => 1,
+            ConfigKind::Str => 2,
+            ConfigKind::Int => 3,
+            ConfigKind::Long => 5,
+            ConfigKind::Double => 6,
+            ConfigKind::List => 7,
+        }
+    }
+}
+
 /// Every setting of the broker. Field names follow the Kafka keys they are read from.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -64,6 +89,9 @@ pub struct BrokerConfig {
     pub fetch_session_cache_slots: usize,
     /// `min.incremental.fetch.session.eviction.ms`
     pub fetch_session_min_eviction_ms: u64,
+    /// Keys given explicitly (`--set`, config file), as written: DescribeConfigs reports them
+    /// as STATIC_BROKER_CONFIG, the others as DEFAULT_CONFIG.
+    pub explicit: Vec<String>,
 }
 
 impl Default for BrokerConfig {
@@ -91,6 +119,7 @@ impl Default for BrokerConfig {
             memory_bytes: default_memory_bytes(),
             fetch_session_cache_slots: 1000,
             fetch_session_min_eviction_ms: 120_000,
+            explicit: Vec::new(),
         }
     }
 }
@@ -222,7 +251,50 @@ impl BrokerConfig {
                 KNOWN_KEYS.join(", ")
             ),
         }
+        let key = key.trim().to_string();
+        if !self.explicit.contains(&key) {
+            self.explicit.push(key);
+        }
         Ok(())
+    }
+
+    /// Whether `key` was set explicitly (a synonym counts: `log.roll.hours` for `log.roll.ms`).
+    pub fn is_explicit(&self, key: &str) -> bool {
+        let synonyms: &[&str] = match key {
+            "log.roll.ms" | "log.roll.hours" => &["log.roll.ms", "log.roll.hours"],
+            "node.id" | "broker.id" => &["node.id", "broker.id"],
+            _ => &[],
+        };
+        self.explicit.iter().any(|k| k == key || synonyms.contains(&k.as_str()))
+    }
+
+    /// The current value of a known key, as Kafka would print it, and its type.
+    pub fn value_of(&self, key: &str) -> Option<(String, ConfigKind)> {
+        use ConfigKind::*;
+        Some(match key {
+            "listeners" => (format!("PLAINTEXT://{}", self.listen), List),
+            "advertised.host.name" => (self.advertised_host(), Str),
+            "log.dirs" => (self.data_dir.display().to_string(), Str),
+            "node.id" | "broker.id" => (self.node_id.to_string(), Int),
+            "auto.create.topics.enable" => (self.auto_create_topics.to_string(), Boolean),
+            "num.partitions" => (self.num_partitions.to_string(), Int),
+            "log.segment.bytes" => (self.log_segment_bytes.to_string(), Int),
+            "log.roll.ms" => (self.log_roll_ms.to_string(), Long),
+            "log.roll.hours" => ((self.log_roll_ms / 3_600_000).to_string(), Int),
+            "message.max.bytes" => (self.message_max_bytes.to_string(), Int),
+            "socket.request.max.bytes" => (self.socket_request_max_bytes.to_string(), Int),
+            "log.index.interval.bytes" => (self.index_interval_bytes.to_string(), Int),
+            "log.tail.cache.bytes" => (self.tail_cache_bytes.to_string(), Long),
+            "group.min.session.timeout.ms" => (self.group_min_session_timeout_ms.to_string(), Int),
+            "group.max.session.timeout.ms" => (self.group_max_session_timeout_ms.to_string(), Int),
+            "group.initial.rebalance.delay.ms" => (self.group_initial_rebalance_delay_ms.to_string(), Int),
+            "offset.metadata.max.bytes" => (self.offset_metadata_max_bytes.to_string(), Int),
+            "producer.id.expiration.ms" => (self.producer_id_expiration_ms.to_string(), Int),
+            "memory" => (self.memory_bytes.to_string(), Long),
+            "max.incremental.fetch.session.cache.slots" => (self.fetch_session_cache_slots.to_string(), Int),
+            "min.incremental.fetch.session.eviction.ms" => (self.fetch_session_min_eviction_ms.to_string(), Long),
+            _ => return None,
+        })
     }
 
     /// Applies a `key=value` string as given to `--set`.
@@ -278,5 +350,14 @@ mod tests {
         let e = c.set_pair("num.partitions=0").unwrap_err().to_string();
         assert!(e.contains("at least 1"), "{e}");
         assert!(c.set_pair("num.partitions").is_err());
+        assert!(c.is_explicit("log.segment.bytes") && !c.is_explicit("log.roll.ms"));
+    }
+
+    #[test]
+    fn every_known_key_has_a_value() {
+        let c = BrokerConfig::default();
+        for k in KNOWN_KEYS {
+            assert!(c.value_of(k).is_some(), "{k} has no value_of (DescribeConfigs on the broker lists it)");
+        }
     }
 }

@@ -2,11 +2,12 @@
 //! execution of routed work.
 //!
 //! Owns the `PartitionLog`s placed on this shard and this shard's copy of the metadata snapshot.
-//! On shard 0 it also owns the `MetadataStore` (topic create/delete). It must not touch another
-//! shard's logs: everything for a partition it does not own goes through the `ShardRouter`.
+//! On shard 0 it also owns the `MetadataStore` (topic create/delete, topic config changes,
+//! partition growth). It must not touch another shard's logs: everything for a partition it
+//! does not own goes through the `ShardRouter`.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +22,7 @@ use crate::handlers::fetch_session::FetchSessionCache;
 use crate::config::BrokerConfig;
 use crate::groups::store::GroupStore;
 use crate::groups::GroupCoordinator;
-use crate::metadata::{self, MetadataSnapshot, MetadataStore, TopicMeta};
+use crate::metadata::{self, topic_config, MetadataSnapshot, MetadataStore, TopicMeta};
 use crate::protocol::errors;
 use crate::routing::*;
 use crate::storage::{self, LogConfig, PartitionLog};
@@ -142,6 +143,8 @@ impl Shard {
         usize::try_from(partition).ok().and_then(|p| t.partitions.get(p)).cloned().flatten()
     }
 
+    /// The log settings of a topic: its configs with the broker's defaults applied. The one
+    /// place a `LogConfig` is built from topic configs (logs opened and config changes).
     fn log_config(&self, topic: &TopicMeta) -> LogConfig {
         LogConfig {
             segment_bytes: topic.config_u64("segment.bytes").unwrap_or(self.config.log_segment_bytes),
@@ -158,7 +161,8 @@ impl Shard {
     /// Opens the logs this shard owns per `snapshot`, closes (and deletes) those of topics that
     /// are gone, then installs the snapshot.
     pub async fn apply_metadata(self: Rc<Self>, snapshot: Arc<MetadataSnapshot>) {
-        if snapshot.version < self.metadata.borrow().version {
+        let previous = self.metadata();
+        if snapshot.version < previous.version {
             return;
         }
         // Topics removed or replaced (same name, new id): close and delete their logs.
@@ -179,6 +183,23 @@ impl Shard {
                 }
             }
             info!(shard = self.id, topic = %name, "deleted topic's logs");
+        }
+        // Config changes reach the open logs of the topic (same id: a replaced topic's logs
+        // were closed above).
+        for topic in snapshot.topics.values() {
+            let changed = previous.topic(&topic.name).is_some_and(|p| p.id == topic.id && p.configs != topic.configs);
+            if !changed {
+                continue;
+            }
+            let logs: Vec<Rc<PartitionLog>> =
+                self.logs.borrow().get(&topic.name).map(|t| t.partitions.iter().flatten().cloned().collect()).unwrap_or_default();
+            if !logs.is_empty() {
+                let config = self.log_config(topic);
+                for log in logs {
+                    log.update_config(config.clone());
+                }
+                info!(shard = self.id, topic = %topic.name, "applied topic config change to its open logs");
+            }
         }
         for topic in snapshot.topics.values() {
             let owned: Vec<usize> = topic.placement.iter().enumerate().filter(|(_, &s)| s == self.id).map(|(p, _)| p).collect();
@@ -386,6 +407,114 @@ impl Shard {
         ShardResponse::Topics(outcomes)
     }
 
+    /// Shard 0: applies topic config changes, persists them and waits until every shard
+    /// installed them (live logs pick the new settings up in `apply_metadata`).
+    async fn alter_topic_configs(self: Rc<Self>, changes: Vec<TopicConfigChange>, validate_only: bool) -> ShardResponse {
+        let _permit = self.metadata_lock.acquire_permit(1).await.expect("metadata lock");
+        let current = self.metadata();
+        let mut outcomes = Vec::with_capacity(changes.len());
+        let mut updates: Vec<(String, BTreeMap<String, String>)> = Vec::new();
+        for c in changes {
+            let Some(t) = current.topic(&c.topic) else {
+                outcomes.push(AdminOutcome {
+                    error: errors::UNKNOWN_TOPIC_OR_PARTITION,
+                    message: Some(format!("Topic {} does not exist.", c.topic)),
+                });
+                continue;
+            };
+            match topic_config::alter(&t.configs, c.replace, &c.ops) {
+                Ok(next) => {
+                    if next != t.configs {
+                        updates.push((c.topic, next));
+                    }
+                    outcomes.push(AdminOutcome { error: 0, message: None });
+                }
+                Err(msg) => outcomes.push(AdminOutcome { error: errors::INVALID_CONFIG, message: Some(msg) }),
+            }
+        }
+        if validate_only || updates.is_empty() {
+            return ShardResponse::Admin(outcomes);
+        }
+        let store = self.store.as_ref().expect("metadata store lives on shard 0");
+        let snap = store.borrow_mut().update(|m| {
+            for (name, configs) in updates {
+                if let Some(t) = m.topics.get_mut(&name) {
+                    let mut nt = (**t).clone();
+                    nt.configs = configs;
+                    *t = Arc::new(nt);
+                }
+            }
+        });
+        match snap {
+            Ok(snap) => self.broadcast(snap).await,
+            Err(e) => {
+                error!("cannot persist metadata: {e:#}");
+                for o in outcomes.iter_mut().filter(|o| o.error == 0) {
+                    o.error = errors::KAFKA_STORAGE_ERROR;
+                    o.message = Some(format!("metadata write failed: {e}"));
+                }
+            }
+        }
+        ShardResponse::Admin(outcomes)
+    }
+
+    /// Shard 0: grows topics; the new partitions are placed like a new topic's would be and
+    /// their logs are open on their owners before the answer.
+    async fn create_partitions(self: Rc<Self>, items: Vec<(String, i32)>, validate_only: bool) -> ShardResponse {
+        let _permit = self.metadata_lock.acquire_permit(1).await.expect("metadata lock");
+        let shards = self.shards();
+        let current = self.metadata();
+        let mut outcomes = Vec::with_capacity(items.len());
+        let mut grow: Vec<(String, Vec<usize>)> = Vec::new();
+        for (name, count) in items {
+            let fail = |error: i16, msg: String| AdminOutcome { error, message: Some(msg) };
+            match current.topic(&name) {
+                None => outcomes.push(fail(errors::UNKNOWN_TOPIC_OR_PARTITION, format!("The topic '{name}' does not exist."))),
+                Some(t) if count == t.partitions() => {
+                    outcomes.push(fail(errors::INVALID_PARTITIONS, format!("Topic already has {count} partitions.")))
+                }
+                Some(t) if count < t.partitions() => outcomes.push(fail(
+                    errors::INVALID_PARTITIONS,
+                    format!("Topic currently has {} partitions, which is higher than the requested {count}.", t.partitions()),
+                )),
+                Some(t) => {
+                    let mut placement = t.placement.clone();
+                    placement.extend_from_slice(&metadata::place(&name, count, shards)[t.placement.len()..]);
+                    grow.push((name, placement));
+                    outcomes.push(AdminOutcome { error: 0, message: None });
+                }
+            }
+        }
+        if validate_only || grow.is_empty() {
+            return ShardResponse::Admin(outcomes);
+        }
+        let store = self.store.as_ref().expect("metadata store lives on shard 0");
+        let snap = store.borrow_mut().update(|m| {
+            for (name, placement) in grow {
+                if let Some(t) = m.topics.get_mut(&name) {
+                    let mut nt = (**t).clone();
+                    nt.placement = placement;
+                    *t = Arc::new(nt);
+                }
+            }
+        });
+        match snap {
+            Ok(snap) => self.broadcast(snap).await,
+            Err(e) => {
+                error!("cannot persist metadata: {e:#}");
+                for o in outcomes.iter_mut().filter(|o| o.error == 0) {
+                    o.error = errors::KAFKA_STORAGE_ERROR;
+                    o.message = Some(format!("metadata write failed: {e}"));
+                }
+            }
+        }
+        ShardResponse::Admin(outcomes)
+    }
+
+    fn log_sizes(&self, items: Vec<(String, i32)>) -> ShardResponse {
+        ShardResponse::LogSizes(items.iter().map(|(t, p)| self.log(t, *p).map(|l| l.size_bytes())).collect())
+    }
+
     /// Shard 0: hands out producer ids, persisting a new block of them before using it.
     fn allocate_producer_id(&self) -> Result<i64, i16> {
         const BLOCK: i64 = 1000;
@@ -422,6 +551,12 @@ impl ShardExecutor for Shard {
             .boxed_local(),
             ShardRequest::CreateTopics { topics, validate_only } => self.create_topics(topics, validate_only).boxed_local(),
             ShardRequest::DeleteTopics { names } => self.delete_topics(names).boxed_local(),
+            ShardRequest::AlterTopicConfigs { changes, validate_only } => self.alter_topic_configs(changes, validate_only).boxed_local(),
+            ShardRequest::CreatePartitions { items, validate_only } => self.create_partitions(items, validate_only).boxed_local(),
+            ShardRequest::LogSizes { items } => {
+                let r = self.log_sizes(items);
+                async move { r }.boxed_local()
+            }
             ShardRequest::Group(call) => self.group_call(call).boxed_local(),
             ShardRequest::AllocateProducerId => {
                 let r = self.allocate_producer_id();

@@ -114,36 +114,31 @@ const REQUIRED: &[Need] = &[
     need(ApiKey::DescribeGroups, Role::Admin, (0, 5), (0, 6), 0, "Admin.describeConsumerGroups"),
     need(ApiKey::DeleteGroups, Role::Admin, (0, 2), (0, 2), 0, "Admin.deleteConsumerGroups"),
     need(ApiKey::OffsetDelete, Role::Admin, (0, 0), (0, 0), 0, "Admin.deleteConsumerGroupOffsets"),
+    need(ApiKey::DescribeConfigs, Role::Admin, (0, 4), (1, 4), 1, "Admin.describeConfigs (v1+: synonyms; v0 gone in 4.x)"),
+    need(ApiKey::AlterConfigs, Role::Admin, (0, 2), (0, 2), 0, "Admin.alterConfigs"),
+    need(ApiKey::IncrementalAlterConfigs, Role::Admin, (0, 1), (0, 1), 0, "Admin.incrementalAlterConfigs"),
+    need(ApiKey::CreatePartitions, Role::Admin, (0, 3), (0, 3), 0, "Admin.createPartitions"),
+    need(ApiKey::DescribeLogDirs, Role::Admin, (0, 2), (1, 4), 1, "Admin.describeLogDirs"),
+    need(ApiKey::DescribeTopicPartitions, Role::Admin, (0, 0), (0, 0), 0, "Admin.describeTopics (3.7+ prefers it; Metadata fallback)"),
 ];
 
 /// KNOWN GAPS: used by the Java client but not served by Strand. Not asserted (only reported,
 /// and checked for overlap should they ever be advertised).
-/// * DescribeConfigs: Admin.describeConfigs, kafka-configs.sh/kafka-topics.sh --describe, and
-///   Kafka Streams/Connect at start-up.
-/// * IncrementalAlterConfigs / AlterConfigs: Admin.incrementalAlterConfigs / alterConfigs.
-/// * CreatePartitions: Admin.createPartitions.
 /// * DeleteRecords: Admin.deleteRecords.
-/// * DescribeLogDirs, ElectLeaders, Alter/ListPartitionReassignments, DescribeAcls,
+/// * ElectLeaders, Alter/ListPartitionReassignments, DescribeAcls,
 ///   DescribeProducers, DescribeTransactions, ListTransactions: the matching Admin calls.
-/// * DescribeTopicPartitions: Admin.describeTopics in 4.x prefers it, falls back to Metadata.
 /// * OffsetForLeaderEpoch: consumer position validation (KIP-320), skipped when not advertised.
 /// * ConsumerGroupHeartbeat / ConsumerGroupDescribe: only with `group.protocol=consumer`
 ///   (KIP-848), opt-in in 4.x.
 /// * Transactions (AddPartitionsToTxn, AddOffsetsToTxn, EndTxn, TxnOffsetCommit,
 ///   WriteTxnMarkers): a transactional.id is refused by InitProducerId.
 const KNOWN_GAPS: &[Need] = &[
-    need(ApiKey::DescribeConfigs, Role::Admin, (0, 4), (1, 4), 1, "Admin.describeConfigs"),
-    need(ApiKey::IncrementalAlterConfigs, Role::Admin, (0, 1), (0, 1), 0, "Admin.incrementalAlterConfigs"),
-    need(ApiKey::AlterConfigs, Role::Admin, (0, 2), (0, 2), 0, "Admin.alterConfigs"),
-    need(ApiKey::CreatePartitions, Role::Admin, (0, 3), (0, 3), 0, "Admin.createPartitions"),
     need(ApiKey::DeleteRecords, Role::Admin, (0, 2), (0, 2), 0, "Admin.deleteRecords"),
-    need(ApiKey::DescribeLogDirs, Role::Admin, (0, 2), (1, 4), 1, "Admin.describeLogDirs"),
     need(ApiKey::ElectLeaders, Role::Admin, (0, 2), (0, 2), 0, "Admin.electLeaders"),
     need(ApiKey::AlterPartitionReassignments, Role::Admin, (0, 0), (0, 1), 0, "Admin.alterPartitionReassignments"),
     need(ApiKey::ListPartitionReassignments, Role::Admin, (0, 0), (0, 0), 0, "Admin.listPartitionReassignments"),
     need(ApiKey::DescribeAcls, Role::Admin, (0, 2), (1, 3), 1, "Admin.describeAcls"),
     need(ApiKey::DescribeProducers, Role::Admin, (0, 0), (0, 0), 0, "Admin.describeProducers"),
-    need(ApiKey::DescribeTopicPartitions, Role::Admin, (0, 0), (0, 0), 0, "Admin.describeTopics (4.x; Metadata fallback)"),
     need(ApiKey::OffsetForLeaderEpoch, Role::Consumer, (0, 4), (2, 4), 2, "position validation (skipped if absent)"),
     need(ApiKey::ConsumerGroupHeartbeat, Role::Consumer, (0, 0), (0, 1), 0, "group.protocol=consumer (opt-in)"),
     need(ApiKey::ConsumerGroupDescribe, Role::Admin, (0, 0), (0, 1), 0, "describe KIP-848 groups"),
@@ -719,6 +714,49 @@ fn java_flow(b: &Broker, label: &str, ver: &dyn Fn(ApiKey) -> i16) {
     dgr.groups_names = vec![GroupId(strb(&group))];
     let r: DeleteGroupsResponse = c.call(ApiKey::DeleteGroups, v(ApiKey::DeleteGroups), &dgr);
     assert_eq!(r.results[0].error_code, 0, "[{label}] DeleteGroups: {r:?}");
+    // ---- Admin: describe/alter configs, createPartitions, describeLogDirs, describeTopics
+    let mut dcr = DescribeConfigsRequest::default();
+    let mut res = describe_configs_request::DescribeConfigsResource::default();
+    res.resource_type = 2;
+    res.resource_name = strb(&topic);
+    res.configuration_keys = None;
+    let mut bres = describe_configs_request::DescribeConfigsResource::default();
+    bres.resource_type = 4;
+    bres.resource_name = strb("1");
+    bres.configuration_keys = None;
+    dcr.resources = vec![res, bres];
+    let r: DescribeConfigsResponse = c.call(ApiKey::DescribeConfigs, v(ApiKey::DescribeConfigs), &dcr);
+    assert!(r.results.iter().all(|x| x.error_code == 0 && !x.configs.is_empty()), "[{label}] DescribeConfigs: {r:?}");
+    let mut iac = IncrementalAlterConfigsRequest::default();
+    let mut ar = incremental_alter_configs_request::AlterConfigsResource::default();
+    ar.resource_type = 2;
+    ar.resource_name = strb(&topic);
+    let mut op = incremental_alter_configs_request::AlterableConfig::default();
+    op.name = strb("retention.ms");
+    op.config_operation = 0;
+    op.value = Some(strb("3600000"));
+    ar.configs = vec![op];
+    iac.resources = vec![ar];
+    let r: IncrementalAlterConfigsResponse = c.call(ApiKey::IncrementalAlterConfigs, v(ApiKey::IncrementalAlterConfigs), &iac);
+    assert_eq!(r.responses[0].error_code, 0, "[{label}] IncrementalAlterConfigs: {r:?}");
+    let mut cp = CreatePartitionsRequest::default();
+    let mut cpt = create_partitions_request::CreatePartitionsTopic::default();
+    cpt.name = TopicName(strb(&topic));
+    cpt.count = 3;
+    cpt.assignments = None;
+    cp.topics = vec![cpt];
+    cp.timeout_ms = 30_000;
+    let r: CreatePartitionsResponse = c.call(ApiKey::CreatePartitions, v(ApiKey::CreatePartitions), &cp);
+    assert_eq!(r.results[0].error_code, 0, "[{label}] CreatePartitions: {r:?}");
+    let r: DescribeLogDirsResponse = c.call(ApiKey::DescribeLogDirs, v(ApiKey::DescribeLogDirs), &DescribeLogDirsRequest::default());
+    assert_eq!(r.results.len(), 1, "[{label}] DescribeLogDirs: {r:?}");
+    let mut dtp = DescribeTopicPartitionsRequest::default();
+    let mut tr = describe_topic_partitions_request::TopicRequest::default();
+    tr.name = TopicName(strb(&topic));
+    dtp.topics = vec![tr];
+    let r: DescribeTopicPartitionsResponse = c.call(ApiKey::DescribeTopicPartitions, v(ApiKey::DescribeTopicPartitions), &dtp);
+    assert_eq!(r.topics[0].partitions.len(), 3, "[{label}] DescribeTopicPartitions: {r:?}");
+
     let dtv = v(ApiKey::DeleteTopics);
     let mut dt = DeleteTopicsRequest::default();
     dt.timeout_ms = 30_000;

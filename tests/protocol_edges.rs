@@ -553,6 +553,12 @@ const EXPECTED_APIS: &[(i16, i16, i16)] = &[
     (15, 0, 5), // DescribeGroups
     (42, 0, 2), // DeleteGroups
     (22, 0, 4), // InitProducerId
+    (32, 1, 4), // DescribeConfigs
+    (33, 0, 2), // AlterConfigs
+    (44, 0, 1), // IncrementalAlterConfigs
+    (37, 0, 3), // CreatePartitions
+    (35, 1, 4), // DescribeLogDirs
+    (75, 0, 0), // DescribeTopicPartitions
 ];
 
 fn check_api_list(resp: &ApiVersionsResponse, ctx: &str) {

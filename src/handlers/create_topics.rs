@@ -8,35 +8,13 @@ use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, Cr
 use kafka_protocol::messages::CreateTopicsRequest;
 
 use super::str_bytes;
-use crate::metadata::{validate_topic_name, TOPIC_CONFIG_KEYS};
+use crate::metadata::{topic_config, validate_topic_name};
 use crate::protocol::errors;
 use crate::routing::{NewTopic, ShardRequest, ShardResponse};
 use crate::shard::Shard;
 
 /// Most partitions one topic may have on this broker.
 pub const MAX_PARTITIONS_PER_TOPIC: i32 = 10_000;
-
-fn validate_config(key: &str, value: &str) -> Result<(), String> {
-    if !TOPIC_CONFIG_KEYS.contains(&key) {
-        return Err(format!("Unknown topic config name: {key}"));
-    }
-    let numeric_min = match key {
-        "max.message.bytes" => Some(64),
-        "segment.bytes" => Some(14),
-        "segment.ms" | "index.interval.bytes" => Some(1),
-        "retention.ms" | "retention.bytes" => Some(-1),
-        "min.insync.replicas" => Some(1),
-        _ => None,
-    };
-    if let Some(min) = numeric_min {
-        let max = if key == "segment.bytes" || key == "max.message.bytes" { i32::MAX as i64 } else { i64::MAX };
-        match value.parse::<i64>() {
-            Ok(v) if v >= min && v <= max => {}
-            _ => return Err(format!("Invalid value {value} for configuration {key}: must be a number in [{min}, {max}]")),
-        }
-    }
-    Ok(())
-}
 
 pub async fn handle(shard: Rc<Shard>, version: i16, req: CreateTopicsRequest) -> CreateTopicsResponse {
     let node = shard.config.node_id;
@@ -90,11 +68,13 @@ pub async fn handle(shard: Rc<Shard>, version: i16, req: CreateTopicsRequest) ->
                 bad = Some(format!("Null value not supported for topic configs: {}", c.name));
                 break;
             };
-            if let Err(msg) = validate_config(c.name.as_str(), value.as_str()) {
-                bad = Some(msg);
-                break;
+            match topic_config::validate(c.name.as_str(), value.as_str()) {
+                Ok(v) => configs.push((c.name.to_string(), v)),
+                Err(msg) => {
+                    bad = Some(msg);
+                    break;
+                }
             }
-            configs.push((c.name.to_string(), value.to_string()));
         }
         if let Some(msg) = bad {
             results.push(fail(r, errors::INVALID_CONFIG, msg));

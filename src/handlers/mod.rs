@@ -1,16 +1,22 @@
 //! One handler per Kafka API. Each validates its request, routes per-partition work to the
 //! owning shard through the shard's router, and builds the response. Handlers hold no state.
 
+pub mod alter_configs;
 pub mod api_versions;
+pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
 pub mod delete_topics;
 pub mod describe_cluster;
+pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_log_dirs;
+pub mod describe_topic_partitions;
 pub mod fetch;
 pub mod fetch_session;
 pub mod find_coordinator;
 pub mod heartbeat;
+pub mod incremental_alter_configs;
 pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;
@@ -117,6 +123,16 @@ pub fn dispatch(shard: &Rc<Shard>, conn: &ConnContext, frame: Bytes) -> Result<P
         RequestKind::ListGroups(r) => list_groups::handle(shard, version, r).map(|r| Some(ResponseKind::ListGroups(r))).boxed_local(),
         RequestKind::DescribeGroups(r) => describe_groups::handle(shard, version, r).map(|r| Some(ResponseKind::DescribeGroups(r))).boxed_local(),
         RequestKind::DeleteGroups(r) => delete_groups::handle(shard, version, r).map(|r| Some(ResponseKind::DeleteGroups(r))).boxed_local(),
+        RequestKind::DescribeConfigs(r) => describe_configs::handle(shard, version, r).map(|r| Some(ResponseKind::DescribeConfigs(r))).boxed_local(),
+        RequestKind::AlterConfigs(r) => alter_configs::handle(shard, version, r).map(|r| Some(ResponseKind::AlterConfigs(r))).boxed_local(),
+        RequestKind::IncrementalAlterConfigs(r) => {
+            incremental_alter_configs::handle(shard, version, r).map(|r| Some(ResponseKind::IncrementalAlterConfigs(r))).boxed_local()
+        }
+        RequestKind::CreatePartitions(r) => create_partitions::handle(shard, version, r).map(|r| Some(ResponseKind::CreatePartitions(r))).boxed_local(),
+        RequestKind::DescribeLogDirs(r) => describe_log_dirs::handle(shard, version, r).map(|r| Some(ResponseKind::DescribeLogDirs(r))).boxed_local(),
+        RequestKind::DescribeTopicPartitions(r) => {
+            describe_topic_partitions::handle(shard, version, r).map(|r| Some(ResponseKind::DescribeTopicPartitions(r))).boxed_local()
+        }
         _ => return Err(FrameError::UnsupportedVersion(key, version)),
     };
     Ok(respond(key, version, correlation_id, fut))

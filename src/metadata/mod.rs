@@ -4,6 +4,8 @@
 //! only). Every shard holds an immutable `Arc<MetadataSnapshot>`; changes are made on shard 0
 //! and broadcast as a new snapshot. Knows nothing of logs or connections.
 
+pub mod topic_config;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -6,6 +6,7 @@
 //!   UNSUPPORTED_FOR_MESSAGE_FORMAT, as Kafka 4.0 does.
 //! - MsgVer2 in librdkafka needs Produce >= 3 and Fetch >= 4.
 //! - KafkaJS has no flexible versions and picks within its own maxima.
+//! - Admin APIs: the full ranges of the kafka-protocol crate (= Kafka 4.x brokers).
 
 use kafka_protocol::messages::ApiKey;
 
@@ -31,6 +32,13 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::InitProducerId, 0, 4),
+    // Admin. DescribeConfigs v0 was removed in Kafka 4.0 (KIP-896); librdkafka asks v1.
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 
 /// The served range of an API, if it is served at all.

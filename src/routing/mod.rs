@@ -27,6 +27,7 @@ use kafka_protocol::messages::{
     OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, SyncGroupRequest, SyncGroupResponse,
 };
 
+use crate::metadata::topic_config::AlterOp;
 use crate::metadata::MetadataSnapshot;
 use crate::storage::batch::BatchesSummary;
 
@@ -98,6 +99,22 @@ pub struct TopicOutcome {
     pub partitions: i32,
 }
 
+/// A change to one topic's configs, already checked for structure by the handler.
+#[derive(Debug, Clone)]
+pub struct TopicConfigChange {
+    pub topic: String,
+    /// AlterConfigs: the ops are the whole new set (configs not named go back to defaults).
+    pub replace: bool,
+    pub ops: Vec<(String, AlterOp)>,
+}
+
+/// The answer for one resource of an admin change.
+#[derive(Debug, Clone)]
+pub struct AdminOutcome {
+    pub error: i16,
+    pub message: Option<String>,
+}
+
 /// Work one shard asks of another.
 #[derive(Debug)]
 pub enum ShardRequest {
@@ -112,6 +129,12 @@ pub enum ShardRequest {
     /// Metadata changes, served by shard 0 only.
     CreateTopics { topics: Vec<NewTopic>, validate_only: bool },
     DeleteTopics { names: Vec<String> },
+    /// Topic config changes (shard 0), one outcome per change.
+    AlterTopicConfigs { changes: Vec<TopicConfigChange>, validate_only: bool },
+    /// Grow topics to the given partition counts (shard 0).
+    CreatePartitions { items: Vec<(String, i32)>, validate_only: bool },
+    /// Bytes on disk of partitions owned by the target (None: not open there).
+    LogSizes { items: Vec<(String, i32)> },
     /// Work for a consumer group, served by the group's coordinator shard.
     Group(GroupCall),
     /// A new idempotent producer id, served by shard 0.
@@ -159,6 +182,8 @@ pub enum ShardResponse {
     ListOffsets(Vec<ListOffsetsOutcome>),
     Applied,
     Topics(Vec<TopicOutcome>),
+    Admin(Vec<AdminOutcome>),
+    LogSizes(Vec<Option<u64>>),
     Group(GroupReply),
     /// A producer id, or the Kafka error code why none could be allocated.
     ProducerId(Result<i64, i16>),

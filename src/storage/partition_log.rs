@@ -128,7 +128,8 @@ pub struct PartitionLog {
     pub topic: String,
     pub partition: i32,
     dir: PathBuf,
-    config: LogConfig,
+    /// Replaced in place when the topic's configs change (`update_config`); read at each use.
+    config: RefCell<LogConfig>,
     state: RefCell<LogState>,
     /// Fired on every append (wakes parked fetches).
     appended: Event,
@@ -216,7 +217,7 @@ impl PartitionLog {
             topic: topic.to_string(),
             partition,
             dir,
-            config,
+            config: RefCell::new(config),
             state: RefCell::new(LogState {
                 segments,
                 log_start_offset,
@@ -246,6 +247,22 @@ impl PartitionLog {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The settings in force (topic configs with broker defaults applied).
+    pub fn config(&self) -> LogConfig {
+        self.config.borrow().clone()
+    }
+
+    /// Installs new settings (a topic config change); they apply from the next append on, e.g.
+    /// a smaller `segment_bytes` rolls the active segment at the next append that passes it.
+    pub fn update_config(&self, config: LogConfig) {
+        *self.config.borrow_mut() = config;
+    }
+
+    /// Bytes of all segments (appended, including those not yet on the device).
+    pub fn size_bytes(&self) -> u64 {
+        self.state.borrow().segments.iter().map(|s| s.size).sum()
     }
 
     /// Log end offset: the offset the next appended record gets.
@@ -292,11 +309,16 @@ impl PartitionLog {
         let len = bytes.len() as u64;
 
         // Segment roll is decided here, so positions and indexes are known at append time.
+        // Copied out (no clone of the whole config on the append path).
+        let (segment_bytes, roll_ms, interval, expiration_ms) = {
+            let c = self.config.borrow();
+            (c.segment_bytes, c.roll_ms, c.index_interval_bytes, c.producer_id_expiration_ms)
+        };
         let roll = {
             let active = st.segments.last().unwrap();
             active.size > 0
-                && (active.size + len > self.config.segment_bytes
-                    || active.created.elapsed() >= Duration::from_millis(self.config.roll_ms))
+                && (active.size + len > segment_bytes
+                    || active.created.elapsed() >= Duration::from_millis(roll_ms))
         };
         if roll {
             let path = segment::segment_path(&self.dir, base);
@@ -312,13 +334,12 @@ impl PartitionLog {
             st.producers.record(summary.producer_id, summary.producer_epoch, meta, now);
             if now - st.last_producer_expiry_ms > PRODUCER_EXPIRY_CHECK_MS {
                 st.last_producer_expiry_ms = now;
-                let expired = st.producers.expire(now, self.config.producer_id_expiration_ms);
+                let expired = st.producers.expire(now, expiration_ms);
                 if expired > 0 {
                     info!(topic = %self.topic, partition = self.partition, expired, "forgot idle producers");
                 }
             }
         }
-        let interval = self.config.index_interval_bytes;
         let active = st.segments.last_mut().unwrap();
         for (pos, h) in batch::iter_headers(&bytes) {
             let rel = (h.base_offset - active.base_offset) as u32;
@@ -841,7 +862,7 @@ async fn run_writer(log: Rc<PartitionLog>, mut writer: SegmentWriter) {
                 seg.written_size = size;
             }
             // Trim the cache: only batches already on the device may leave it.
-            let cap = log.config.tail_cache_bytes;
+            let cap = log.config.borrow().tail_cache_bytes;
             let mut freed = 0;
             while st.cache_bytes > cap {
                 match st.cache.front() {

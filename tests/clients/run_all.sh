@@ -25,6 +25,7 @@ TESTS=(
     "kafkajs_codecs_test.js"
     "confluent_idempotent_test.py"
     "kafka_python_fetch_sessions_test.py"
+    "confluent_admin_test.py"
 )
 
 if [ ! -x "$STRAND_BIN" ]; then
