@@ -109,6 +109,7 @@ const REQUIRED: &[Need] = &[
         "records; v4+: isolation level / record format v2; v10+: zstd batches (KIP-110)"),
     need(ApiKey::CreateTopics, Role::Admin, (0, 7), (2, 7), 2, "Admin.createTopics"),
     need(ApiKey::DeleteTopics, Role::Admin, (0, 6), (1, 6), 1, "Admin.deleteTopics"),
+    need(ApiKey::DeleteRecords, Role::Admin, (0, 2), (0, 2), 0, "Admin.deleteRecords"),
     need(ApiKey::DescribeCluster, Role::Admin, (0, 0), (0, 2), 0, "Admin.describeCluster (falls back to Metadata)"),
     need(ApiKey::ListGroups, Role::Admin, (0, 4), (0, 5), 0, "Admin.listConsumerGroups / listGroups"),
     need(ApiKey::DescribeGroups, Role::Admin, (0, 5), (0, 6), 0, "Admin.describeConsumerGroups"),
@@ -122,7 +123,6 @@ const REQUIRED: &[Need] = &[
 ///   Kafka Streams/Connect at start-up.
 /// * IncrementalAlterConfigs / AlterConfigs: Admin.incrementalAlterConfigs / alterConfigs.
 /// * CreatePartitions: Admin.createPartitions.
-/// * DeleteRecords: Admin.deleteRecords.
 /// * DescribeLogDirs, ElectLeaders, Alter/ListPartitionReassignments, DescribeAcls,
 ///   DescribeProducers, DescribeTransactions, ListTransactions: the matching Admin calls.
 /// * DescribeTopicPartitions: Admin.describeTopics in 4.x prefers it, falls back to Metadata.

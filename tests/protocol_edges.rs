@@ -540,6 +540,7 @@ const EXPECTED_APIS: &[(i16, i16, i16)] = &[
     (2, 1, 9),  // ListOffsets
     (19, 2, 7), // CreateTopics
     (20, 1, 6), // DeleteTopics
+    (21, 0, 2), // DeleteRecords
     (60, 0, 1), // DescribeCluster
     (10, 0, 4), // FindCoordinator
     (11, 0, 9), // JoinGroup

@@ -41,6 +41,40 @@ pub struct LogConfig {
     /// Idle producers are forgotten after this long (`producer.id.expiration.ms`); never while
     /// they keep producing.
     pub producer_id_expiration_ms: i64,
+    /// `retention.ms`: sealed segments whose newest record is older are deleted (-1: never).
+    pub retention_ms: i64,
+    /// `retention.bytes`: oldest sealed segments are deleted while the log is larger (-1: never).
+    pub retention_bytes: i64,
+    /// `cleanup.policy` contains `delete` (retention applies).
+    pub cleanup_delete: bool,
+    /// `cleanup.policy` contains `compact` (the cleaner keeps the latest record per key).
+    pub cleanup_compact: bool,
+    /// `delete.retention.ms`: how long a tombstone stays in a compacted log.
+    pub delete_retention_ms: i64,
+    /// `min.cleanable.dirty.ratio`
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: records younger than this are never compacted away.
+    pub min_compaction_lag_ms: i64,
+}
+
+impl Default for LogConfig {
+    /// Kafka's defaults (segments of 1 GiB, 7 days retention, delete policy).
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            roll_ms: 7 * 24 * 3_600_000,
+            index_interval_bytes: 4096,
+            tail_cache_bytes: 16 << 20,
+            producer_id_expiration_ms: 86_400_000,
+            retention_ms: 7 * 24 * 3_600_000,
+            retention_bytes: -1,
+            cleanup_delete: true,
+            cleanup_compact: false,
+            delete_retention_ms: 86_400_000,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+        }
+    }
 }
 
 /// How often idle producer state is looked for.
@@ -124,6 +158,26 @@ pub struct PartitionLog {
     /// Fired when there is work for the writer task.
     work: Event,
     writer_running: Cell<bool>,
+    /// Serializes log-start moves and segment swaps (retention, DeleteRecords, cleaner).
+    lifecycle_lock: glommio::sync::Semaphore,
+}
+
+/// A sealed segment as the retention and cleaner tasks see it (see `retention.rs`, `cleaner.rs`).
+#[derive(Clone)]
+pub struct SealedSegment {
+    pub base_offset: i64,
+    pub next_offset: i64,
+    pub size: u64,
+    pub max_timestamp: i64,
+    pub path: PathBuf,
+    pub file: Rc<DmaFile>,
+}
+
+/// A rewritten sealed segment, already renamed over the old file (see `cleaner.rs`).
+pub struct CleanedSegment {
+    pub file: Rc<DmaFile>,
+    pub size: u64,
+    pub index: SegmentIndex,
 }
 
 impl PartitionLog {
@@ -141,6 +195,8 @@ impl PartitionLog {
                 segment::sync_dir(parent)?;
             }
         }
+        // A cleaner pass cut short leaves a `.cleaned` file; the segment it was replacing is intact.
+        super::cleaner::remove_leftovers(&dir);
         let mut bases: Vec<i64> = std::fs::read_dir(&dir)?
             .filter_map(|e| e.ok())
             .filter_map(|e| {
@@ -187,7 +243,10 @@ impl PartitionLog {
             segments.push(new_segment(0, path, Some(file)));
         }
         let next_offset = segments.last().unwrap().next_offset;
-        let log_start_offset = segments[0].base_offset;
+        // DeleteRecords may have moved the start inside the first segment.
+        let log_start_offset = super::retention::read_log_start(&dir)
+            .filter(|&o| o >= segments[0].base_offset && o <= next_offset)
+            .unwrap_or(segments[0].base_offset);
         let log = Rc::new(PartitionLog {
             topic: topic.to_string(),
             partition,
@@ -212,6 +271,7 @@ impl PartitionLog {
             progress: Event::new(),
             work: Event::new(),
             writer_running: Cell::new(true),
+            lifecycle_lock: glommio::sync::Semaphore::new(1),
         });
         let w = writer.expect("active segment writer");
         glommio::spawn_local(run_writer(log.clone(), w)).detach();
@@ -360,25 +420,33 @@ impl PartitionLog {
     /// Reads whole batches starting with the one that contains `offset`, up to `max_bytes`
     /// (always at least one batch). Returns `OffsetOutOfRange` outside [log start, log end].
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadData, StorageError> {
-        let (file, start_pos, end_pos) = {
-            let st = self.state.borrow();
-            if offset < st.log_start_offset || offset > st.next_offset {
-                return Err(StorageError::OffsetOutOfRange);
+        let mut at = offset;
+        loop {
+            let (file, start_pos, end_pos, next_base) = {
+                let st = self.state.borrow();
+                if offset < st.log_start_offset || offset > st.next_offset {
+                    return Err(StorageError::OffsetOutOfRange);
+                }
+                if at >= st.next_offset {
+                    return Ok(ReadData::default());
+                }
+                if st.cache.front().is_some_and(|c| at >= c.base_offset) {
+                    return Ok(read_cache(&st.cache, at, max_bytes));
+                }
+                let si = st.segments.partition_point(|s| s.base_offset <= at).saturating_sub(1);
+                let seg = &st.segments[si];
+                let rel = (at.max(seg.base_offset) - seg.base_offset) as u32;
+                let pos = seg.index.lookup_offset(rel).map(|e| e.position as u64).unwrap_or(0);
+                let file = seg.file.clone().ok_or_else(|| StorageError::Failed("segment file missing".into()))?;
+                (file, pos, seg.written_size, st.segments.get(si + 1).map(|s| s.base_offset))
+            };
+            let data = read_file(&file, start_pos, end_pos, at, max_bytes).await?;
+            // A compacted segment may hold nothing at or after `at`: go on with the next one.
+            match next_base {
+                Some(next) if data.chunks.is_empty() && next > at => at = next,
+                _ => return Ok(data),
             }
-            if offset == st.next_offset {
-                return Ok(ReadData::default());
-            }
-            if st.cache.front().is_some_and(|c| offset >= c.base_offset) {
-                return Ok(read_cache(&st.cache, offset, max_bytes));
-            }
-            let si = st.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
-            let seg = &st.segments[si];
-            let rel = (offset - seg.base_offset) as u32;
-            let pos = seg.index.lookup_offset(rel).map(|e| e.position as u64).unwrap_or(0);
-            let file = seg.file.clone().ok_or_else(|| StorageError::Failed("segment file missing".into()))?;
-            (file, pos, seg.written_size)
-        };
-        read_file(&file, start_pos, end_pos, offset, max_bytes).await
+        }
     }
 
     /// The offset and timestamp of the first record with a timestamp >= `ts`, or `None` when
@@ -421,6 +489,83 @@ impl PartitionLog {
         Some((seg.max_timestamp, seg.next_offset - 1))
     }
 
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Bytes in all segments (sealed and active).
+    pub fn size_bytes(&self) -> u64 {
+        self.state.borrow().segments.iter().map(|s| s.size).sum()
+    }
+
+    /// The segments the writer is done with: every one but the active segment, once the roll
+    /// that sealed it (index written, next segment opened) has finished.
+    pub fn sealed_segments(&self) -> Vec<SealedSegment> {
+        let st = self.state.borrow();
+        let n = st.segments.len();
+        let sealed = (1..n).take_while(|&i| st.segments[i].file.is_some()).count();
+        st.segments[..sealed]
+            .iter()
+            .filter_map(|s| {
+                Some(SealedSegment {
+                    base_offset: s.base_offset,
+                    next_offset: s.next_offset,
+                    size: s.size,
+                    max_timestamp: s.max_timestamp,
+                    path: s.path.clone(),
+                    file: s.file.clone()?,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) fn lifecycle_lock(&self) -> &glommio::sync::Semaphore {
+        &self.lifecycle_lock
+    }
+
+    /// Moves the log start up to `offset` (never down, never past the log end) and forgets the
+    /// sealed segments wholly below it, returning their base offsets. Reads below the new start
+    /// answer `OffsetOutOfRange` from now on. The caller persists the start and removes files.
+    pub(crate) fn advance_start(&self, offset: i64) -> (i64, Vec<i64>) {
+        let mut st = self.state.borrow_mut();
+        let start = offset.clamp(st.log_start_offset, st.next_offset);
+        st.log_start_offset = start;
+        let n = st.segments.len();
+        let sealed = (1..n).take_while(|&i| st.segments[i].file.is_some()).count();
+        let gone = st.segments[..sealed].iter().take_while(|s| s.next_offset <= start).count();
+        let removed: Vec<i64> = st.segments.drain(..gone).map(|s| s.base_offset).collect();
+        trim_cache_below(&mut st, start);
+        (start, removed)
+    }
+
+    /// Swaps in a rewritten sealed segment at `base` (or drops the segment when `new` is None),
+    /// provided it is still the one whose file is `old`. Cached batches up to its end are dropped,
+    /// so reads see the cleaned data.
+    pub(crate) fn replace_sealed(&self, base: i64, old: &Rc<DmaFile>, new: Option<CleanedSegment>) -> bool {
+        let mut st = self.state.borrow_mut();
+        let Some(i) = st.segments.iter().position(|s| s.base_offset == base && s.file.as_ref().is_some_and(|f| Rc::ptr_eq(f, old))) else {
+            return false;
+        };
+        if i + 1 >= st.segments.len() {
+            return false;
+        }
+        let end = st.segments[i].next_offset;
+        match new {
+            Some(c) => {
+                let seg = &mut st.segments[i];
+                seg.file = Some(c.file);
+                seg.size = c.size;
+                seg.written_size = c.size;
+                seg.index = c.index;
+            }
+            None => {
+                st.segments.remove(i);
+            }
+        }
+        trim_cache_below(&mut st, end);
+        true
+    }
+
     /// Stops the writer task; the directory can then be removed.
     pub fn close(&self) {
         self.state.borrow_mut().closed = true;
@@ -437,6 +582,14 @@ impl PartitionLog {
         warn!(topic = %self.topic, partition = self.partition, "log write failed: {err}");
         self.state.borrow_mut().failed = Some(err.to_string());
         self.progress.notify(usize::MAX);
+    }
+}
+
+/// Drops cached batches that end at or below `offset` (they are only on disk from now on).
+fn trim_cache_below(st: &mut LogState, offset: i64) {
+    while st.cache.front().is_some_and(|c| c.next_offset <= offset && c.next_offset <= st.written_offset) {
+        let c = st.cache.pop_front().unwrap();
+        st.cache_bytes -= c.bytes.len();
     }
 }
 
@@ -772,7 +925,7 @@ mod tests {
     }
 
     fn config() -> LogConfig {
-        LogConfig { segment_bytes: 8 * 1024, roll_ms: u64::MAX / 4, index_interval_bytes: 1024, tail_cache_bytes: 0, producer_id_expiration_ms: 86_400_000 }
+        LogConfig { segment_bytes: 8 * 1024, roll_ms: u64::MAX / 4, index_interval_bytes: 1024, tail_cache_bytes: 0, ..LogConfig::default() }
     }
 
     #[test]
