@@ -136,7 +136,6 @@ const KNOWN_GAPS: &[Need] = &[
     need(ApiKey::IncrementalAlterConfigs, Role::Admin, (0, 1), (0, 1), 0, "Admin.incrementalAlterConfigs"),
     need(ApiKey::AlterConfigs, Role::Admin, (0, 2), (0, 2), 0, "Admin.alterConfigs"),
     need(ApiKey::CreatePartitions, Role::Admin, (0, 3), (0, 3), 0, "Admin.createPartitions"),
-    need(ApiKey::DeleteRecords, Role::Admin, (0, 2), (0, 2), 0, "Admin.deleteRecords"),
     need(ApiKey::DescribeLogDirs, Role::Admin, (0, 2), (1, 4), 1, "Admin.describeLogDirs"),
     need(ApiKey::ElectLeaders, Role::Admin, (0, 2), (0, 2), 0, "Admin.electLeaders"),
     need(ApiKey::AlterPartitionReassignments, Role::Admin, (0, 0), (0, 1), 0, "Admin.alterPartitionReassignments"),

@@ -205,6 +205,8 @@ impl Cleaner {
             cleaned_upto = clean_upto,
             keys = map.len(),
             records_removed = outcome.records_removed,
+            segments_rewritten = outcome.segments_rewritten,
+            segments_removed = outcome.segments_removed,
             bytes_before = outcome.bytes_before,
             bytes_after = outcome.bytes_after,
             "cleaned log"
