@@ -402,7 +402,7 @@ impl Shard {
                 }
                 if cleaner_enabled && last_clean.elapsed() >= cleaner_every {
                     last_clean = Instant::now();
-                    cleaner.retain(&logs.iter().map(|l| l.dir().to_path_buf()).collect::<Vec<_>>());
+                    cleaner.retain(&logs);
                     for log in logs.iter().filter(|l| l.is_writer_running()) {
                         if let Err(e) = cleaner.clean(log, now).await {
                             warn!(topic = %log.topic, partition = log.partition, "cleaning failed: {e}");

@@ -203,7 +203,11 @@ fn compaction_keeps_latest_per_key_at_original_offsets_across_codecs_and_restart
     }
     assert!(b.logs().contains("cleaned log"), "the cleaner logged its pass");
 
+    // A cleaned segment left half-written by a crash is ignored and removed at start.
+    let leftover = dir.join(format!("{:020}.log.cleaned", 0));
+    std::fs::write(&leftover, vec![7u8; 1000]).unwrap();
     b.restart();
+    assert!(!leftover.exists(), "the .cleaned leftover is removed at start");
     let again = consume_all(&b, topic);
     assert_eq!(again, got, "restart serves the same compacted log");
     // Writes after the restart continue the offsets.

@@ -107,9 +107,17 @@ pub struct CleanOutcome {
     pub bytes_after: u64,
 }
 
+/// A log as the cleaner knows it: its directory and which open instance (a topic deleted and
+/// created again gets the same directory but a new log).
+type LogKey = (PathBuf, usize);
+
+fn log_key(log: &PartitionLog) -> LogKey {
+    (log.dir().to_path_buf(), log as *const PartitionLog as usize)
+}
+
 /// The cleaner of one shard: where each log's dirty part starts, and the I/O budget.
 pub struct Cleaner {
-    dirty_from: HashMap<PathBuf, i64>,
+    dirty_from: HashMap<LogKey, i64>,
     throttle: Throttle,
 }
 
@@ -118,9 +126,10 @@ impl Cleaner {
         Cleaner { dirty_from: HashMap::new(), throttle: Throttle::new(io_bytes_per_second) }
     }
 
-    /// Forgets logs that are gone (their directories were removed).
-    pub fn retain(&mut self, dirs: &[PathBuf]) {
-        self.dirty_from.retain(|d, _| dirs.contains(d));
+    /// Forgets logs that are no longer open.
+    pub fn retain(&mut self, logs: &[Rc<PartitionLog>]) {
+        let open: Vec<LogKey> = logs.iter().map(|l| log_key(l)).collect();
+        self.dirty_from.retain(|k, _| open.contains(k));
     }
 
     /// Cleans `log` when it is compacted and dirty enough. `None` when nothing was due.
@@ -136,9 +145,10 @@ impl Cleaner {
             return Ok(None);
         }
         let dir = log.dir().to_path_buf();
+        let key = log_key(log);
         let checkpoint = *self
             .dirty_from
-            .entry(dir.clone())
+            .entry(key.clone())
             .or_insert_with(|| std::fs::read_to_string(dir.join(CLEANER_CHECKPOINT_FILE)).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0));
         let first_dirty = checkpoint.max(log.log_start_offset());
         let total: u64 = cleanable.iter().map(|s| s.size).sum();
@@ -198,7 +208,7 @@ impl Cleaner {
             }
         }
         retention::write_file_atomic(&dir, CLEANER_CHECKPOINT_FILE, clean_upto.to_string().into_bytes()).await?;
-        self.dirty_from.insert(dir, clean_upto);
+        self.dirty_from.insert(key, clean_upto);
         info!(
             topic = %log.topic,
             partition = log.partition,
