@@ -24,6 +24,7 @@ TESTS=(
     "kafka_python_codecs_test.py"
     "kafkajs_codecs_test.js"
     "confluent_idempotent_test.py"
+    "confluent_lifecycle_test.py"
 )
 
 if [ ! -x "$STRAND_BIN" ]; then
