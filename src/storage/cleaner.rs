@@ -295,7 +295,7 @@ impl Cleaner {
         // Without index files a crash after the rename rebuilds them from the new segment.
         index::remove_index_files(&seg.path);
         glommio::io::rename(&tmp, &seg.path).await.map_err(std::io::Error::from)?;
-        segment::sync_dir(log.dir())?;
+        retention::sync_dir(log.dir()).await?;
         let seal = SealInfo { size, next_offset: seg.next_offset, max_timestamp: seg.max_timestamp };
         index.persist(&seg.path, &seal, seg.base_offset)?;
         let file = Rc::new(DmaFile::open(&seg.path).await.map_err(std::io::Error::from)?);
