@@ -44,6 +44,16 @@ impl ConfigKind {
         }
     }
 }
+/// Kafka's default `log.retention.hours` (7 days).
+pub const DEFAULT_LOG_RETENTION_HOURS: i64 = 168;
+/// Kafka's default `log.retention.check.interval.ms` (5 minutes).
+pub const DEFAULT_RETENTION_CHECK_INTERVAL_MS: u64 = 300_000;
+/// Kafka's default `log.cleaner.backoff.ms`.
+pub const DEFAULT_CLEANER_BACKOFF_MS: u64 = 15_000;
+/// Kafka's default `log.cleaner.delete.retention.ms` (1 day).
+pub const DEFAULT_DELETE_RETENTION_MS: i64 = 86_400_000;
+/// Kafka's default `offsets.topic.segment.bytes` (100 MiB): segment size of the group logs.
+pub const DEFAULT_OFFSETS_SEGMENT_BYTES: u64 = 100 << 20;
 
 /// Every setting of the broker. Field names follow the Kafka keys they are read from.
 #[derive(Debug, Clone)]
@@ -92,6 +102,32 @@ pub struct BrokerConfig {
     /// Keys given explicitly (`--set`, config file), as written: DescribeConfigs reports them
     /// as STATIC_BROKER_CONFIG, the others as DEFAULT_CONFIG.
     pub explicit: Vec<String>,
+    /// `log.retention.ms` (wins over minutes and hours when set; -1: unlimited).
+    pub log_retention_ms: Option<i64>,
+    /// `log.retention.minutes` (wins over hours when set).
+    pub log_retention_minutes: Option<i64>,
+    /// `log.retention.hours`
+    pub log_retention_hours: i64,
+    /// `log.retention.bytes` (-1: unlimited)
+    pub log_retention_bytes: i64,
+    /// `log.retention.check.interval.ms`: how often each shard looks for segments to delete.
+    pub retention_check_interval_ms: u64,
+    /// `log.cleanup.policy`: broker default of the topic's `cleanup.policy`.
+    pub log_cleanup_policy: String,
+    /// `log.cleaner.enable`
+    pub cleaner_enable: bool,
+    /// `log.cleaner.backoff.ms`: pause between cleaner passes.
+    pub cleaner_backoff_ms: u64,
+    /// `log.cleaner.delete.retention.ms`: how long tombstones stay readable.
+    pub cleaner_delete_retention_ms: i64,
+    /// `log.cleaner.min.cleanable.ratio`
+    pub cleaner_min_cleanable_ratio: f64,
+    /// `log.cleaner.min.compaction.lag.ms`
+    pub cleaner_min_compaction_lag_ms: i64,
+    /// `log.cleaner.io.max.bytes.per.second`: read + write budget of each shard's cleaner.
+    pub cleaner_io_max_bytes_per_second: f64,
+    /// `offsets.topic.segment.bytes`: segment size of the internal group logs.
+    pub offsets_topic_segment_bytes: u64,
 }
 
 impl Default for BrokerConfig {
@@ -120,6 +156,19 @@ impl Default for BrokerConfig {
             fetch_session_cache_slots: 1000,
             fetch_session_min_eviction_ms: 120_000,
             explicit: Vec::new(),
+            log_retention_ms: None,
+            log_retention_minutes: None,
+            log_retention_hours: DEFAULT_LOG_RETENTION_HOURS,
+            log_retention_bytes: -1,
+            retention_check_interval_ms: DEFAULT_RETENTION_CHECK_INTERVAL_MS,
+            log_cleanup_policy: "delete".to_string(),
+            cleaner_enable: true,
+            cleaner_backoff_ms: DEFAULT_CLEANER_BACKOFF_MS,
+            cleaner_delete_retention_ms: DEFAULT_DELETE_RETENTION_MS,
+            cleaner_min_cleanable_ratio: 0.5,
+            cleaner_min_compaction_lag_ms: 0,
+            cleaner_io_max_bytes_per_second: f64::MAX,
+            offsets_topic_segment_bytes: DEFAULT_OFFSETS_SEGMENT_BYTES,
         }
     }
 }
@@ -207,6 +256,19 @@ pub const KNOWN_KEYS: &[&str] = &[
     "memory",
     "max.incremental.fetch.session.cache.slots",
     "min.incremental.fetch.session.eviction.ms",
+    "log.retention.ms",
+    "log.retention.minutes",
+    "log.retention.hours",
+    "log.retention.bytes",
+    "log.retention.check.interval.ms",
+    "log.cleanup.policy",
+    "log.cleaner.enable",
+    "log.cleaner.backoff.ms",
+    "log.cleaner.delete.retention.ms",
+    "log.cleaner.min.cleanable.ratio",
+    "log.cleaner.min.compaction.lag.ms",
+    "log.cleaner.io.max.bytes.per.second",
+    "offsets.topic.segment.bytes",
 ];
 
 impl BrokerConfig {
@@ -246,6 +308,36 @@ impl BrokerConfig {
             "memory" => self.memory_bytes = parse_size(key, v, 16 << 20)?,
             "max.incremental.fetch.session.cache.slots" => self.fetch_session_cache_slots = parse_num(key, v, 0)?,
             "min.incremental.fetch.session.eviction.ms" => self.fetch_session_min_eviction_ms = parse_num(key, v, 0)?,
+            "log.retention.ms" => self.log_retention_ms = Some(parse_num(key, v, -1)?),
+            "log.retention.minutes" => self.log_retention_minutes = Some(parse_num(key, v, -1)?),
+            "log.retention.hours" => self.log_retention_hours = parse_num(key, v, -1)?,
+            "log.retention.bytes" => self.log_retention_bytes = parse_num(key, v, -1)?,
+            "log.retention.check.interval.ms" => self.retention_check_interval_ms = parse_num(key, v, 1)?,
+            "log.cleanup.policy" => {
+                if parse_cleanup_policy(v).is_none() {
+                    bail!("invalid value {v:?} for log.cleanup.policy: expected delete, compact or compact,delete");
+                }
+                self.log_cleanup_policy = v.to_string();
+            }
+            "log.cleaner.enable" => self.cleaner_enable = parse_bool(key, v)?,
+            "log.cleaner.backoff.ms" => self.cleaner_backoff_ms = parse_num(key, v, 1)?,
+            "log.cleaner.delete.retention.ms" => self.cleaner_delete_retention_ms = parse_num(key, v, 0)?,
+            "log.cleaner.min.cleanable.ratio" => {
+                let r: f64 = parse_num(key, v, 0.0)?;
+                if r > 1.0 {
+                    bail!("invalid value {v} for {key}: must be at most 1");
+                }
+                self.cleaner_min_cleanable_ratio = r;
+            }
+            "log.cleaner.min.compaction.lag.ms" => self.cleaner_min_compaction_lag_ms = parse_num(key, v, 0)?,
+            "log.cleaner.io.max.bytes.per.second" => self.cleaner_io_max_bytes_per_second = parse_num(key, v, 1.0)?,
+            "offsets.topic.segment.bytes" => {
+                let n: u64 = parse_num(key, v, 1024)?;
+                if n > i32::MAX as u64 {
+                    bail!("invalid value {v} for {key}: must be at most {}", i32::MAX);
+                }
+                self.offsets_topic_segment_bytes = n;
+            }
             other => bail!(
                 "unknown setting {other:?}; known settings: {}",
                 KNOWN_KEYS.join(", ")
@@ -320,6 +412,18 @@ impl BrokerConfig {
         Ok(())
     }
 
+    /// The broker default of `retention.ms`: `log.retention.ms`, else minutes, else hours
+    /// (-1: unlimited).
+    pub fn retention_ms(&self) -> i64 {
+        match (self.log_retention_ms, self.log_retention_minutes) {
+            (Some(ms), _) => ms,
+            (None, Some(m)) if m < 0 => -1,
+            (None, Some(m)) => m.saturating_mul(60_000),
+            (None, None) if self.log_retention_hours < 0 => -1,
+            (None, None) => self.log_retention_hours.saturating_mul(3_600_000),
+        }
+    }
+
     /// Host clients are told to connect to.
     pub fn advertised_host(&self) -> String {
         if !self.advertised_host.is_empty() {
@@ -332,6 +436,19 @@ impl BrokerConfig {
             ip.to_string()
         }
     }
+}
+
+/// Parses a `cleanup.policy` list: (delete, compact). `None` when it names anything else.
+pub fn parse_cleanup_policy(v: &str) -> Option<(bool, bool)> {
+    let (mut delete, mut compact) = (false, false);
+    for p in v.split(',').map(str::trim) {
+        match p {
+            "delete" => delete = true,
+            "compact" => compact = true,
+            _ => return None,
+        }
+    }
+    Some((delete, compact))
 }
 
 #[cfg(test)]
@@ -359,5 +476,20 @@ mod tests {
         for k in KNOWN_KEYS {
             assert!(c.value_of(k).is_some(), "{k} has no value_of (DescribeConfigs on the broker lists it)");
         }
+    }
+
+    #[test]
+    fn retention_precedence() {
+        let mut c = BrokerConfig::default();
+        assert_eq!(c.retention_ms(), 7 * 24 * 3_600_000);
+        c.set_pair("log.retention.hours=1").unwrap();
+        assert_eq!(c.retention_ms(), 3_600_000);
+        c.set_pair("log.retention.minutes=2").unwrap();
+        assert_eq!(c.retention_ms(), 120_000);
+        c.set_pair("log.retention.ms=-1").unwrap();
+        assert_eq!(c.retention_ms(), -1);
+        assert!(c.set_pair("log.cleanup.policy=compact,delete").is_ok());
+        assert!(c.set_pair("log.cleanup.policy=shred").is_err());
+        assert_eq!(parse_cleanup_policy("compact"), Some((false, true)));
     }
 }

@@ -19,13 +19,25 @@ use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use crate::handlers::fetch_session::FetchSessionCache;
-use crate::config::BrokerConfig;
+use crate::config::{parse_cleanup_policy, BrokerConfig};
 use crate::groups::store::GroupStore;
 use crate::groups::GroupCoordinator;
 use crate::metadata::{self, topic_config, MetadataSnapshot, MetadataStore, TopicMeta};
 use crate::protocol::errors;
 use crate::routing::*;
-use crate::storage::{self, LogConfig, PartitionLog};
+use crate::storage::cleaner::Cleaner;
+use crate::storage::{self, retention, LogConfig, PartitionLog};
+
+/// CPU shares of the lifecycle task queue (retention, cleaner) against the default queue's 1000.
+const LIFECYCLE_SHARES: usize = 50;
+
+fn config_i64(topic: &TopicMeta, key: &str) -> Option<i64> {
+    topic.configs.get(key).and_then(|v| v.trim().parse().ok())
+}
+
+fn storage_now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
 
 /// The logs of one topic open on this shard, by partition index (None: owned elsewhere).
 struct OpenTopic {
@@ -48,6 +60,8 @@ pub struct Shard {
     next_producer_id: std::cell::Cell<i64>,
     /// Incremental fetch sessions of the connections this shard serves.
     pub fetch_sessions: RefCell<FetchSessionCache>,
+    /// Low-priority task queue of retention, cleaning and segment file removal.
+    lifecycle_queue: std::cell::Cell<Option<glommio::TaskQueueHandle>>,
 }
 
 impl Shard {
@@ -71,6 +85,7 @@ impl Shard {
             metadata_lock: Semaphore::new(1),
             groups: RefCell::new(None),
             next_producer_id: std::cell::Cell::new(snapshot_block_end),
+            lifecycle_queue: std::cell::Cell::new(None),
         })
     }
 
@@ -80,12 +95,20 @@ impl Shard {
 
     /// Opens this shard's group log and starts its group coordinator.
     pub async fn start_groups(&self) -> Result<(), crate::storage::StorageError> {
+        // The group log is compacted (the latest value of each key wins), never deleted by age.
         let config = LogConfig {
-            segment_bytes: self.config.log_segment_bytes,
+            segment_bytes: self.config.offsets_topic_segment_bytes,
             roll_ms: self.config.log_roll_ms,
             index_interval_bytes: self.config.index_interval_bytes,
             tail_cache_bytes: self.config.tail_cache_bytes,
             producer_id_expiration_ms: self.config.producer_id_expiration_ms,
+            retention_ms: -1,
+            retention_bytes: -1,
+            cleanup_delete: false,
+            cleanup_compact: true,
+            delete_retention_ms: self.config.cleaner_delete_retention_ms,
+            min_cleanable_dirty_ratio: self.config.cleaner_min_cleanable_ratio,
+            min_compaction_lag_ms: 0,
         };
         let store = GroupStore::open(&self.config.data_dir, self.id, config).await?;
         let c = GroupCoordinator::start(self.id, self.config.clone(), store).await?;
@@ -146,6 +169,12 @@ impl Shard {
     /// The log settings of a topic: its configs with the broker's defaults applied. The one
     /// place a `LogConfig` is built from topic configs (logs opened and config changes).
     fn log_config(&self, topic: &TopicMeta) -> LogConfig {
+        let policy = topic
+            .configs
+            .get("cleanup.policy")
+            .and_then(|p| parse_cleanup_policy(p))
+            .or_else(|| parse_cleanup_policy(&self.config.log_cleanup_policy))
+            .unwrap_or((true, false));
         LogConfig {
             segment_bytes: topic.config_u64("segment.bytes").unwrap_or(self.config.log_segment_bytes),
             roll_ms: topic.config_u64("segment.ms").unwrap_or(self.config.log_roll_ms),
@@ -155,6 +184,17 @@ impl Shard {
                 .unwrap_or(self.config.index_interval_bytes),
             tail_cache_bytes: self.config.tail_cache_bytes,
             producer_id_expiration_ms: self.config.producer_id_expiration_ms,
+            retention_ms: config_i64(topic, "retention.ms").unwrap_or_else(|| self.config.retention_ms()),
+            retention_bytes: config_i64(topic, "retention.bytes").unwrap_or(self.config.log_retention_bytes),
+            cleanup_delete: policy.0,
+            cleanup_compact: policy.1,
+            delete_retention_ms: config_i64(topic, "delete.retention.ms").unwrap_or(self.config.cleaner_delete_retention_ms),
+            min_cleanable_dirty_ratio: topic
+                .configs
+                .get("min.cleanable.dirty.ratio")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(self.config.cleaner_min_cleanable_ratio),
+            min_compaction_lag_ms: config_i64(topic, "min.compaction.lag.ms").unwrap_or(self.config.cleaner_min_compaction_lag_ms),
         }
     }
 
@@ -320,6 +360,89 @@ impl Shard {
             out.push(r);
         }
         ShardResponse::ListOffsets(out)
+    }
+
+    async fn delete_records(self: Rc<Self>, items: Vec<DeleteRecordsItem>) -> ShardResponse {
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let Some(log) = self.log(&item.topic, item.partition) else {
+                out.push(DeleteRecordsOutcome { error: errors::UNKNOWN_TOPIC_OR_PARTITION, low_watermark: -1 });
+                continue;
+            };
+            match retention::delete_records(&log, item.offset).await {
+                Ok((low_watermark, removed)) => {
+                    if !removed.is_empty() {
+                        info!(topic = %item.topic, partition = item.partition, segments = removed.len(), low_watermark, "DeleteRecords deleted segments");
+                        let dir = log.dir().to_path_buf();
+                        self.spawn_lifecycle(async move { retention::remove_segment_files(&dir, &removed).await });
+                    }
+                    out.push(DeleteRecordsOutcome { error: 0, low_watermark });
+                }
+                Err(e) => out.push(DeleteRecordsOutcome { error: e.kafka_code(), low_watermark: -1 }),
+            }
+        }
+        ShardResponse::DeleteRecords(out)
+    }
+
+    /// Runs background storage work (file removal) in the low-priority lifecycle queue.
+    fn spawn_lifecycle(&self, fut: impl std::future::Future<Output = ()> + 'static) {
+        match self.lifecycle_queue.get() {
+            Some(tq) => match glommio::spawn_local_into(fut, tq) {
+                Ok(t) => {
+                    t.detach();
+                }
+                Err(e) => warn!(shard = self.id, "cannot spawn lifecycle work: {e}"),
+            },
+            None => {
+                glommio::spawn_local(fut).detach();
+            }
+        }
+    }
+
+    /// Starts this shard's log lifecycle task in a low-priority task queue: every
+    /// `log.retention.check.interval.ms` it applies retention to the logs it owns, and every
+    /// `log.cleaner.backoff.ms` (when `log.cleaner.enable`) it compacts the compacted ones,
+    /// including its group log. Request handling always runs first.
+    pub fn start_lifecycle(self: &Rc<Self>) {
+        let tq = glommio::executor().create_task_queue(glommio::Shares::Static(LIFECYCLE_SHARES), glommio::Latency::NotImportant, "log-lifecycle");
+        self.lifecycle_queue.set(Some(tq));
+        let weak = Rc::downgrade(self);
+        let retention_every = std::time::Duration::from_millis(self.config.retention_check_interval_ms);
+        let cleaner_every = std::time::Duration::from_millis(self.config.cleaner_backoff_ms);
+        let tick = retention_every.min(cleaner_every).min(std::time::Duration::from_secs(1));
+        let mut cleaner = Cleaner::new(self.config.cleaner_io_max_bytes_per_second);
+        let cleaner_enabled = self.config.cleaner_enable;
+        self.spawn_lifecycle(async move {
+            let mut last_retention = Instant::now();
+            let mut last_clean = Instant::now();
+            loop {
+                glommio::timer::sleep(tick).await;
+                let Some(shard) = weak.upgrade() else { return };
+                let mut logs: Vec<Rc<PartitionLog>> = shard.logs.borrow().values().flat_map(|t| t.partitions.iter().flatten().cloned()).collect();
+                if let Some(g) = shard.groups.borrow().as_ref() {
+                    logs.push(g.store_log());
+                }
+                drop(shard);
+                let now = storage_now_ms();
+                if last_retention.elapsed() >= retention_every {
+                    last_retention = Instant::now();
+                    for log in logs.iter().filter(|l| l.is_writer_running()) {
+                        if let Err(e) = retention::enforce(log, now).await {
+                            warn!(topic = %log.topic, partition = log.partition, "retention failed: {e}");
+                        }
+                    }
+                }
+                if cleaner_enabled && last_clean.elapsed() >= cleaner_every {
+                    last_clean = Instant::now();
+                    cleaner.retain(&logs);
+                    for log in logs.iter().filter(|l| l.is_writer_running()) {
+                        if let Err(e) = cleaner.clean(log, now).await {
+                            warn!(topic = %log.topic, partition = log.partition, "cleaning failed: {e}");
+                        }
+                    }
+                }
+            }
+        });
     }
 
     /// Shard 0: creates topics, persists metadata, and waits until every shard applied it.
@@ -544,6 +667,7 @@ impl ShardExecutor for Shard {
             ShardRequest::Fetch { items } => self.fetch(items).boxed_local(),
             ShardRequest::WaitForData { items, deadline } => self.wait_for_data(items, deadline).boxed_local(),
             ShardRequest::ListOffsets { items } => self.list_offsets(items).boxed_local(),
+            ShardRequest::DeleteRecords { items } => self.delete_records(items).boxed_local(),
             ShardRequest::ApplyMetadata { snapshot } => async move {
                 self.apply_metadata(snapshot).await;
                 ShardResponse::Applied

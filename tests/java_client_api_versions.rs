@@ -109,6 +109,7 @@ const REQUIRED: &[Need] = &[
         "records; v4+: isolation level / record format v2; v10+: zstd batches (KIP-110)"),
     need(ApiKey::CreateTopics, Role::Admin, (0, 7), (2, 7), 2, "Admin.createTopics"),
     need(ApiKey::DeleteTopics, Role::Admin, (0, 6), (1, 6), 1, "Admin.deleteTopics"),
+    need(ApiKey::DeleteRecords, Role::Admin, (0, 2), (0, 2), 0, "Admin.deleteRecords"),
     need(ApiKey::DescribeCluster, Role::Admin, (0, 0), (0, 2), 0, "Admin.describeCluster (falls back to Metadata)"),
     need(ApiKey::ListGroups, Role::Admin, (0, 4), (0, 5), 0, "Admin.listConsumerGroups / listGroups"),
     need(ApiKey::DescribeGroups, Role::Admin, (0, 5), (0, 6), 0, "Admin.describeConsumerGroups"),
@@ -124,7 +125,6 @@ const REQUIRED: &[Need] = &[
 
 /// KNOWN GAPS: used by the Java client but not served by Strand. Not asserted (only reported,
 /// and checked for overlap should they ever be advertised).
-/// * DeleteRecords: Admin.deleteRecords.
 /// * ElectLeaders, Alter/ListPartitionReassignments, DescribeAcls,
 ///   DescribeProducers, DescribeTransactions, ListTransactions: the matching Admin calls.
 /// * OffsetForLeaderEpoch: consumer position validation (KIP-320), skipped when not advertised.
@@ -133,7 +133,6 @@ const REQUIRED: &[Need] = &[
 /// * Transactions (AddPartitionsToTxn, AddOffsetsToTxn, EndTxn, TxnOffsetCommit,
 ///   WriteTxnMarkers): a transactional.id is refused by InitProducerId.
 const KNOWN_GAPS: &[Need] = &[
-    need(ApiKey::DeleteRecords, Role::Admin, (0, 2), (0, 2), 0, "Admin.deleteRecords"),
     need(ApiKey::ElectLeaders, Role::Admin, (0, 2), (0, 2), 0, "Admin.electLeaders"),
     need(ApiKey::AlterPartitionReassignments, Role::Admin, (0, 0), (0, 1), 0, "Admin.alterPartitionReassignments"),
     need(ApiKey::ListPartitionReassignments, Role::Admin, (0, 0), (0, 0), 0, "Admin.listPartitionReassignments"),

@@ -540,6 +540,7 @@ const EXPECTED_APIS: &[(i16, i16, i16)] = &[
     (2, 1, 9),  // ListOffsets
     (19, 2, 7), // CreateTopics
     (20, 1, 6), // DeleteTopics
+    (21, 0, 2), // DeleteRecords
     (60, 0, 1), // DescribeCluster
     (10, 0, 4), // FindCoordinator
     (11, 0, 9), // JoinGroup
@@ -1601,4 +1602,42 @@ fn startup_fails_when_port_in_use() {
         "stderr should mention 'already in use'; got:\n{stderr}"
     );
     drop(listener);
+}
+
+/// DeleteRecords on the wire: low watermark, -1 (high watermark), past the high watermark
+/// (OFFSET_OUT_OF_RANGE) and unknown topic or partition (UNKNOWN_TOPIC_OR_PARTITION), v0 and v2.
+#[test]
+fn delete_records_answers_low_watermark_and_errors() {
+    let b = Broker::start(1, &[]);
+    let mut s = connect(&b);
+    create_topic(&mut s, 1, "dr-topic", 1);
+    let (err, _) = produce_one(&mut s, 9, 2, "dr-topic", 0, encode_batch(&make_records(5, "dr", None)));
+    assert_eq!(err, 0);
+    let call = |s: &mut TcpStream, version: i16, corr: i32, parts: &[(&str, i32, i64)]| -> Vec<(String, i32, i16, i64)> {
+        let mut req = DeleteRecordsRequest::default();
+        req.timeout_ms = 10_000;
+        for &(t, p, o) in parts {
+            let mut dt = delete_records_request::DeleteRecordsTopic::default();
+            dt.name = tname(t);
+            let mut dp = delete_records_request::DeleteRecordsPartition::default();
+            dp.partition_index = p;
+            dp.offset = o;
+            dt.partitions.push(dp);
+            req.topics.push(dt);
+        }
+        let resp: DeleteRecordsResponse = roundtrip(s, ApiKey::DeleteRecords, version, corr, &req);
+        resp.topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(move |p| (t.name.0.to_string(), p.partition_index, p.error_code, p.low_watermark)))
+            .collect()
+    };
+    let r = call(&mut s, 0, 3, &[("dr-topic", 0, 2), ("no-such", 0, 1), ("dr-topic", 7, 1)]);
+    assert_eq!(r, vec![("dr-topic".into(), 0, 0, 2), ("no-such".into(), 0, 3, -1), ("dr-topic".into(), 7, 3, -1)]);
+    let r = call(&mut s, 2, 4, &[("dr-topic", 0, 6)]);
+    assert_eq!(r, vec![("dr-topic".into(), 0, 1, -1)], "past the high watermark");
+    let r = call(&mut s, 1, 5, &[("dr-topic", 0, 1)]);
+    assert_eq!(r, vec![("dr-topic".into(), 0, 0, 2)], "an offset below the start leaves it");
+    let r = call(&mut s, 2, 6, &[("dr-topic", 0, -1)]);
+    assert_eq!(r, vec![("dr-topic".into(), 0, 0, 5)], "-1 deletes up to the high watermark");
+    assert_eq!(latest_offset(&mut s, 7, "dr-topic", 0), 5);
 }

@@ -232,6 +232,11 @@ pub struct GroupCoordinator {
 
 impl GroupCoordinator {
     /// Opens this shard's group log, replays it, and starts the session/rebalance sweeper.
+    /// The internal log this coordinator persists to.
+    pub fn store_log(&self) -> Rc<crate::storage::PartitionLog> {
+        self.store.log()
+    }
+
     pub async fn start(shard: usize, config: Rc<BrokerConfig>, store: GroupStore) -> Result<Rc<GroupCoordinator>, crate::storage::StorageError> {
         let records = store.replay().await?;
         let mut groups: HashMap<String, Group> = HashMap::new();

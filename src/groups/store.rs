@@ -80,6 +80,11 @@ impl GroupStore {
         Ok(GroupStore { log })
     }
 
+    /// The internal log (compacted by the shard's cleaner).
+    pub fn log(&self) -> Rc<PartitionLog> {
+        self.log.clone()
+    }
+
     /// Appends records and waits until they are durable.
     pub async fn write(&self, records: &[StoreRecord]) -> Result<(), StorageError> {
         if records.is_empty() {

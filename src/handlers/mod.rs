@@ -6,6 +6,7 @@ pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
+pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
@@ -106,6 +107,7 @@ pub fn dispatch(shard: &Rc<Shard>, conn: &ConnContext, frame: Bytes) -> Result<P
         }
         RequestKind::ListOffsets(r) => list_offsets::handle(shard, version, r).map(|r| Some(ResponseKind::ListOffsets(r))).boxed_local(),
         RequestKind::CreateTopics(r) => create_topics::handle(shard, version, r).map(|r| Some(ResponseKind::CreateTopics(r))).boxed_local(),
+        RequestKind::DeleteRecords(r) => delete_records::handle(shard, version, r).map(|r| Some(ResponseKind::DeleteRecords(r))).boxed_local(),
         RequestKind::DeleteTopics(r) => delete_topics::handle(shard, version, r).map(|r| Some(ResponseKind::DeleteTopics(r))).boxed_local(),
         RequestKind::DescribeCluster(r) => describe_cluster::handle(shard, version, r).map(|r| Some(ResponseKind::DescribeCluster(r))).boxed_local(),
         RequestKind::FindCoordinator(r) => find_coordinator::handle(shard, version, r).map(|r| Some(ResponseKind::FindCoordinator(r))).boxed_local(),

@@ -82,6 +82,20 @@ pub struct ListOffsetsOutcome {
     pub offset: i64,
 }
 
+#[derive(Debug, Clone)]
+pub struct DeleteRecordsItem {
+    pub topic: String,
+    pub partition: i32,
+    /// Records below this offset are deleted (-1: the high watermark).
+    pub offset: i64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct DeleteRecordsOutcome {
+    pub error: i16,
+    pub low_watermark: i64,
+}
+
 /// A topic to create, already validated by the handler.
 #[derive(Debug, Clone)]
 pub struct NewTopic {
@@ -124,6 +138,8 @@ pub enum ShardRequest {
     /// Completes when any of the partitions' log end passes its offset, or at the deadline.
     WaitForData { items: Vec<(String, i32, i64)>, deadline: Instant },
     ListOffsets { items: Vec<ListOffsetsItem> },
+    /// Move the log start of partitions owned by the target (DeleteRecords).
+    DeleteRecords { items: Vec<DeleteRecordsItem> },
     /// Install a new metadata snapshot (opening and closing logs as placement says).
     ApplyMetadata { snapshot: Arc<MetadataSnapshot> },
     /// Metadata changes, served by shard 0 only.
@@ -180,6 +196,7 @@ pub enum ShardResponse {
     Fetch(Vec<FetchOutcome>),
     Waited,
     ListOffsets(Vec<ListOffsetsOutcome>),
+    DeleteRecords(Vec<DeleteRecordsOutcome>),
     Applied,
     Topics(Vec<TopicOutcome>),
     Admin(Vec<AdminOutcome>),

@@ -92,6 +92,7 @@ pub fn run(mut config: BrokerConfig) -> Result<()> {
                     ready.fetch_add(1, Ordering::SeqCst);
                     return;
                 }
+                shard.start_lifecycle();
                 let listener = bind_listener(listen);
                 let listener = match listener {
                     Ok(l) => l,

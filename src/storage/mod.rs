@@ -4,10 +4,12 @@
 //! the Kafka protocol, connections or shards: callers hand it validated batches and offsets.
 
 pub mod batch;
+pub mod cleaner;
 pub mod index;
 pub mod memory;
 pub mod partition_log;
 pub mod producer_state;
+pub mod retention;
 pub mod segment;
 
 pub use partition_log::{AppendInfo, LogConfig, PartitionLog, ReadData, SendData};

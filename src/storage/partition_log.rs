@@ -45,6 +45,40 @@ pub struct LogConfig {
     /// Idle producers are forgotten after this long (`producer.id.expiration.ms`); never while
     /// they keep producing.
     pub producer_id_expiration_ms: i64,
+    /// `retention.ms`: sealed segments whose newest record is older are deleted (-1: never).
+    pub retention_ms: i64,
+    /// `retention.bytes`: oldest sealed segments are deleted while the log is larger (-1: never).
+    pub retention_bytes: i64,
+    /// `cleanup.policy` contains `delete` (retention applies).
+    pub cleanup_delete: bool,
+    /// `cleanup.policy` contains `compact` (the cleaner keeps the latest record per key).
+    pub cleanup_compact: bool,
+    /// `delete.retention.ms`: how long a tombstone stays in a compacted log.
+    pub delete_retention_ms: i64,
+    /// `min.cleanable.dirty.ratio`
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: records younger than this are never compacted away.
+    pub min_compaction_lag_ms: i64,
+}
+
+impl Default for LogConfig {
+    /// Kafka's defaults (segments of 1 GiB, 7 days retention, delete policy).
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            roll_ms: 7 * 24 * 3_600_000,
+            index_interval_bytes: 4096,
+            tail_cache_bytes: 16 << 20,
+            producer_id_expiration_ms: 86_400_000,
+            retention_ms: 7 * 24 * 3_600_000,
+            retention_bytes: -1,
+            cleanup_delete: true,
+            cleanup_compact: false,
+            delete_retention_ms: 86_400_000,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+        }
+    }
 }
 
 /// How often idle producer state is looked for.
@@ -138,6 +172,8 @@ pub struct PartitionLog {
     /// Fired when there is work for the writer task.
     work: Event,
     writer_running: Cell<bool>,
+    /// Serializes log-start moves and segment swaps (retention, DeleteRecords, cleaner).
+    lifecycle_lock: glommio::sync::Semaphore,
     /// LRU stamp for the shard's tail cache budget (see `memory`).
     last_used: Cell<u64>,
 }
@@ -149,6 +185,24 @@ impl Drop for PartitionLog {
         let unwritten: usize = st.pending.iter().map(|p| p.bytes.len()).sum();
         memory::on_written(unwritten);
     }
+}
+
+/// A sealed segment as the retention and cleaner tasks see it (see `retention.rs`, `cleaner.rs`).
+#[derive(Clone)]
+pub struct SealedSegment {
+    pub base_offset: i64,
+    pub next_offset: i64,
+    pub size: u64,
+    pub max_timestamp: i64,
+    pub path: PathBuf,
+    pub file: Rc<DmaFile>,
+}
+
+/// A rewritten sealed segment, already renamed over the old file (see `cleaner.rs`).
+pub struct CleanedSegment {
+    pub file: Rc<DmaFile>,
+    pub size: u64,
+    pub index: SegmentIndex,
 }
 
 impl PartitionLog {
@@ -166,6 +220,8 @@ impl PartitionLog {
                 segment::sync_dir(parent)?;
             }
         }
+        // A cleaner pass cut short leaves a `.cleaned` file; the segment it was replacing is intact.
+        super::cleaner::remove_leftovers(&dir);
         let mut bases: Vec<i64> = std::fs::read_dir(&dir)?
             .filter_map(|e| e.ok())
             .filter_map(|e| {
@@ -212,7 +268,10 @@ impl PartitionLog {
             segments.push(new_segment(0, path, Some(file)));
         }
         let next_offset = segments.last().unwrap().next_offset;
-        let log_start_offset = segments[0].base_offset;
+        // DeleteRecords may have moved the start inside the first segment.
+        let log_start_offset = super::retention::read_log_start(&dir)
+            .filter(|&o| o >= segments[0].base_offset && o <= next_offset)
+            .unwrap_or(segments[0].base_offset);
         let log = Rc::new(PartitionLog {
             topic: topic.to_string(),
             partition,
@@ -238,6 +297,7 @@ impl PartitionLog {
             work: Event::new(),
             writer_running: Cell::new(true),
             last_used: Cell::new(memory::touch()),
+            lifecycle_lock: glommio::sync::Semaphore::new(1),
         });
         memory::register(&log);
         let w = writer.expect("active segment writer");
@@ -409,25 +469,33 @@ impl PartitionLog {
     /// Reads whole batches starting with the one that contains `offset`, up to `max_bytes`
     /// (always at least one batch). Returns `OffsetOutOfRange` outside [log start, log end].
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadData, StorageError> {
-        let (file, start_pos, end_pos) = {
-            let st = self.state.borrow();
-            if offset < st.log_start_offset || offset > st.next_offset {
-                return Err(StorageError::OffsetOutOfRange);
+        let mut at = offset;
+        loop {
+            let (file, start_pos, end_pos, next_base) = {
+                let st = self.state.borrow();
+                if offset < st.log_start_offset || offset > st.next_offset {
+                    return Err(StorageError::OffsetOutOfRange);
+                }
+                if at >= st.next_offset {
+                    return Ok(ReadData::default());
+                }
+                if st.cache.front().is_some_and(|c| at >= c.base_offset) {
+                    return Ok(read_cache(&st.cache, at, max_bytes));
+                }
+                let si = st.segments.partition_point(|s| s.base_offset <= at).saturating_sub(1);
+                let seg = &st.segments[si];
+                let rel = (at.max(seg.base_offset) - seg.base_offset) as u32;
+                let pos = seg.index.lookup_offset(rel).map(|e| e.position as u64).unwrap_or(0);
+                let file = seg.file.clone().ok_or_else(|| StorageError::Failed("segment file missing".into()))?;
+                (file, pos, seg.written_size, st.segments.get(si + 1).map(|s| s.base_offset))
+            };
+            let data = read_file(&file, start_pos, end_pos, at, max_bytes).await?;
+            // A compacted segment may hold nothing at or after `at`: go on with the next one.
+            match next_base {
+                Some(next) if data.chunks.is_empty() && next > at => at = next,
+                _ => return Ok(data),
             }
-            if offset == st.next_offset {
-                return Ok(ReadData::default());
-            }
-            if st.cache.front().is_some_and(|c| offset >= c.base_offset) {
-                return Ok(read_cache(&st.cache, offset, max_bytes));
-            }
-            let si = st.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
-            let seg = &st.segments[si];
-            let rel = (offset - seg.base_offset) as u32;
-            let pos = seg.index.lookup_offset(rel).map(|e| e.position as u64).unwrap_or(0);
-            let file = seg.file.clone().ok_or_else(|| StorageError::Failed("segment file missing".into()))?;
-            (file, pos, seg.written_size)
-        };
-        read_file(&file, start_pos, end_pos, offset, max_bytes).await
+        }
     }
 
     /// Reads for the network, without copying records: whole batches starting with the one
@@ -440,57 +508,26 @@ impl PartitionLog {
         if offset < st.log_start_offset || offset > st.next_offset {
             return Err(StorageError::OffsetOutOfRange);
         }
-        if offset == st.next_offset {
-            return Ok(SendData::default());
-        }
-        if st.cache.front().is_some_and(|c| offset >= c.base_offset) {
-            self.last_used.set(memory::touch());
-            let data = read_cache(&st.cache, offset, max_bytes);
-            return Ok(SendData { bytes: data.bytes, chunks: data.chunks.into_iter().map(LogChunk::Mem).collect() });
-        }
-        let si = st.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
-        let seg = &mut st.segments[si];
-        let end = seg.written_size;
-        let rel = (offset - seg.base_offset) as u32;
-        let from = seg.index.lookup_offset(rel).map(|e| e.position as u64).unwrap_or(0);
-        if seg.reader.is_none() {
-            seg.reader = Some(Arc::new(std::fs::File::open(&seg.path)?));
-        }
-        let file = seg.reader.clone().unwrap();
-        // The batch that contains `offset`.
-        let mut start = None;
-        walk_batches(&file, from, end, |pos, _size, next| {
-            if next > offset {
-                start = Some(pos);
-                return false;
+        let mut at = offset;
+        loop {
+            if at >= st.next_offset {
+                return Ok(SendData::default());
             }
-            true
-        })?;
-        let Some(start) = start else { return Ok(SendData::default()) };
-        // Whole batches up to `max_bytes`: jump to the last index point within the budget, then
-        // walk the few headers after it.
-        let target = start.saturating_add(max_bytes as u64);
-        let stop = if target >= end {
-            end
-        } else {
-            let jump = seg.index.last_position_at_or_before(target).filter(|&p| p > start).unwrap_or(start);
-            let mut stop = jump;
-            walk_batches(&file, jump, end, |pos, size, _| {
-                if pos + size as u64 <= target || pos == start {
-                    stop = pos + size as u64;
-                    true
-                } else {
-                    false
-                }
-            })?;
-            stop
-        };
-        let len = (stop - start) as usize;
-        // Start reading it from the device now, so sendfile finds it in the page cache.
-        unsafe {
-            libc::posix_fadvise(std::os::fd::AsRawFd::as_raw_fd(&*file), start as i64, len as i64, libc::POSIX_FADV_WILLNEED);
+            if st.cache.front().is_some_and(|c| at >= c.base_offset) {
+                self.last_used.set(memory::touch());
+                let data = read_cache(&st.cache, at, max_bytes);
+                return Ok(SendData { bytes: data.bytes, chunks: data.chunks.into_iter().map(LogChunk::Mem).collect() });
+            }
+            let si = st.segments.partition_point(|s| s.base_offset <= at).saturating_sub(1);
+            let next_base = st.segments.get(si + 1).map(|s| s.base_offset);
+            let seg = &mut st.segments[si];
+            let data = plan_send(seg, at, max_bytes)?;
+            // A compacted segment may hold nothing at or after `at`: go on with the next one.
+            match next_base {
+                Some(next) if data.chunks.is_empty() && next > at => at = next,
+                _ => return Ok(data),
+            }
         }
-        Ok(SendData { chunks: vec![LogChunk::File(FileRange { file, pos: start, len })], bytes: len })
     }
 
     /// The offset and timestamp of the first record with a timestamp >= `ts`, or `None` when
@@ -531,6 +568,76 @@ impl PartitionLog {
         let seg = st.segments.iter().filter(|s| s.next_offset > s.base_offset).max_by_key(|s| s.max_timestamp)?;
         // Batch granularity: the last offset of the segment holding the maximum.
         Some((seg.max_timestamp, seg.next_offset - 1))
+    }
+
+    /// The segments the writer is done with: every one but the active segment, once the roll
+    /// that sealed it (index written, next segment opened) has finished.
+    pub fn sealed_segments(&self) -> Vec<SealedSegment> {
+        let st = self.state.borrow();
+        let n = st.segments.len();
+        let sealed = (1..n).take_while(|&i| st.segments[i].file.is_some()).count();
+        st.segments[..sealed]
+            .iter()
+            .filter_map(|s| {
+                Some(SealedSegment {
+                    base_offset: s.base_offset,
+                    next_offset: s.next_offset,
+                    size: s.size,
+                    max_timestamp: s.max_timestamp,
+                    path: s.path.clone(),
+                    file: s.file.clone()?,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) fn lifecycle_lock(&self) -> &glommio::sync::Semaphore {
+        &self.lifecycle_lock
+    }
+
+    /// Moves the log start up to `offset` (never down, never past the log end) and forgets the
+    /// sealed segments wholly below it, returning their base offsets. Reads below the new start
+    /// answer `OffsetOutOfRange` from now on. The caller persists the start and removes files.
+    pub(crate) fn advance_start(&self, offset: i64) -> (i64, Vec<i64>) {
+        let mut st = self.state.borrow_mut();
+        let start = offset.clamp(st.log_start_offset, st.next_offset);
+        st.log_start_offset = start;
+        let n = st.segments.len();
+        let sealed = (1..n).take_while(|&i| st.segments[i].file.is_some()).count();
+        let gone = st.segments[..sealed].iter().take_while(|s| s.next_offset <= start).count();
+        let removed: Vec<i64> = st.segments.drain(..gone).map(|s| s.base_offset).collect();
+        trim_cache_below(&mut st, start);
+        (start, removed)
+    }
+
+    /// Swaps in a rewritten sealed segment at `base` (or drops the segment when `new` is None),
+    /// provided it is still the one whose file is `old`. Cached batches up to its end are dropped,
+    /// so reads see the cleaned data.
+    pub(crate) fn replace_sealed(&self, base: i64, old: &Rc<DmaFile>, new: Option<CleanedSegment>) -> bool {
+        let mut st = self.state.borrow_mut();
+        let Some(i) = st.segments.iter().position(|s| s.base_offset == base && s.file.as_ref().is_some_and(|f| Rc::ptr_eq(f, old))) else {
+            return false;
+        };
+        if i + 1 >= st.segments.len() {
+            return false;
+        }
+        let end = st.segments[i].next_offset;
+        match new {
+            Some(c) => {
+                let seg = &mut st.segments[i];
+                seg.file = Some(c.file);
+                // The sendfile handle still points at the replaced file.
+                seg.reader = None;
+                seg.size = c.size;
+                seg.written_size = c.size;
+                seg.index = c.index;
+            }
+            None => {
+                st.segments.remove(i);
+            }
+        }
+        trim_cache_below(&mut st, end);
+        true
     }
 
     /// Stops the writer task; the directory can then be removed.
@@ -574,6 +681,17 @@ impl PartitionLog {
         self.state.borrow_mut().failed = Some(err.to_string());
         self.progress.notify(usize::MAX);
     }
+}
+
+/// Drops cached batches that end at or below `offset` (they are only on disk from now on).
+fn trim_cache_below(st: &mut LogState, offset: i64) {
+    let mut freed = 0;
+    while st.cache.front().is_some_and(|c| c.next_offset <= offset && c.next_offset <= st.written_offset) {
+        let c = st.cache.pop_front().unwrap();
+        st.cache_bytes -= c.bytes.len();
+        freed += c.bytes.len();
+    }
+    memory::on_evicted(freed);
 }
 
 fn new_segment(base_offset: i64, path: PathBuf, file: Option<Rc<DmaFile>>) -> Segment {
@@ -672,6 +790,50 @@ async fn recover_active(path: &Path, base: i64, config: &LogConfig, producers: O
     let seg = segment_from_scan(base, path.to_path_buf(), file.clone(), &scan, config, producers);
     let writer = SegmentWriter::resume(file, base, scan.valid_len).await?;
     Ok((seg, writer))
+}
+
+/// The sendfile range of `seg` for a read at `offset`: whole batches from the one containing
+/// it, up to `max_bytes` (at least one), found from the index and batch headers only.
+fn plan_send(seg: &mut Segment, offset: i64, max_bytes: usize) -> Result<SendData, StorageError> {
+    let end = seg.written_size;
+    let rel = (offset.max(seg.base_offset) - seg.base_offset) as u32;
+    let from = seg.index.lookup_offset(rel).map(|e| e.position as u64).unwrap_or(0);
+    if seg.reader.is_none() {
+        seg.reader = Some(Arc::new(std::fs::File::open(&seg.path)?));
+    }
+    let file = seg.reader.clone().unwrap();
+    let mut start = None;
+    walk_batches(&file, from, end, |pos, _size, next| {
+        if next > offset {
+            start = Some(pos);
+            return false;
+        }
+        true
+    })?;
+    let Some(start) = start else { return Ok(SendData::default()) };
+    // Jump to the last index point within the budget, then walk the few headers after it.
+    let target = start.saturating_add(max_bytes as u64);
+    let stop = if target >= end {
+        end
+    } else {
+        let jump = seg.index.last_position_at_or_before(target).filter(|&p| p > start).unwrap_or(start);
+        let mut stop = jump;
+        walk_batches(&file, jump, end, |pos, size, _| {
+            if pos + size as u64 <= target || pos == start {
+                stop = pos + size as u64;
+                true
+            } else {
+                false
+            }
+        })?;
+        stop
+    };
+    let len = (stop - start) as usize;
+    // Start reading it from the device now, so sendfile finds it in the page cache.
+    unsafe {
+        libc::posix_fadvise(std::os::fd::AsRawFd::as_raw_fd(&*file), start as i64, len as i64, libc::POSIX_FADV_WILLNEED);
+    }
+    Ok(SendData { chunks: vec![LogChunk::File(FileRange { file, pos: start, len })], bytes: len })
 }
 
 /// Calls `f(position, size, next_offset)` for each batch of `file` from `pos` (a batch
@@ -947,7 +1109,7 @@ mod tests {
     }
 
     fn config() -> LogConfig {
-        LogConfig { segment_bytes: 8 * 1024, roll_ms: u64::MAX / 4, index_interval_bytes: 1024, tail_cache_bytes: 0, producer_id_expiration_ms: 86_400_000 }
+        LogConfig { segment_bytes: 8 * 1024, roll_ms: u64::MAX / 4, index_interval_bytes: 1024, tail_cache_bytes: 0, ..LogConfig::default() }
     }
 
     #[test]

@@ -26,6 +26,7 @@ TESTS=(
     "confluent_idempotent_test.py"
     "kafka_python_fetch_sessions_test.py"
     "confluent_admin_test.py"
+    "confluent_lifecycle_test.py"
 )
 
 if [ ! -x "$STRAND_BIN" ]; then
