@@ -78,6 +78,10 @@ pub struct BrokerConfig {
     pub offset_metadata_max_bytes: usize,
     /// `producer.id.expiration.ms`: idle time after which a producer's dedup state is dropped.
     pub producer_id_expiration_ms: i64,
+    /// `max.incremental.fetch.session.cache.slots` (broker-wide, shared out among shards).
+    pub fetch_session_cache_slots: usize,
+    /// `min.incremental.fetch.session.eviction.ms`
+    pub fetch_session_min_eviction_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -107,6 +111,8 @@ impl Default for BrokerConfig {
             group_initial_rebalance_delay_ms: 3_000,
             offset_metadata_max_bytes: 4096,
             producer_id_expiration_ms: 86_400_000,
+            fetch_session_cache_slots: 1000,
+            fetch_session_min_eviction_ms: 120_000,
         }
     }
 }
@@ -158,6 +164,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "group.initial.rebalance.delay.ms",
     "offset.metadata.max.bytes",
     "producer.id.expiration.ms",
+    "max.incremental.fetch.session.cache.slots",
+    "min.incremental.fetch.session.eviction.ms",
 ];
 
 impl BrokerConfig {
@@ -209,6 +217,8 @@ impl BrokerConfig {
             "group.initial.rebalance.delay.ms" => self.group_initial_rebalance_delay_ms = parse_num(key, v, 0)?,
             "offset.metadata.max.bytes" => self.offset_metadata_max_bytes = parse_num(key, v, 0)?,
             "producer.id.expiration.ms" => self.producer_id_expiration_ms = parse_num(key, v, 1)?,
+            "max.incremental.fetch.session.cache.slots" => self.fetch_session_cache_slots = parse_num(key, v, 0)?,
+            "min.incremental.fetch.session.eviction.ms" => self.fetch_session_min_eviction_ms = parse_num(key, v, 0)?,
             other => bail!(
                 "unknown setting {other:?}; known settings: {}",
                 KNOWN_KEYS.join(", ")

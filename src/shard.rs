@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::future::{join_all, select_all, LocalBoxFuture};
 use futures::FutureExt;
@@ -17,6 +17,7 @@ use glommio::sync::Semaphore;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
+use crate::handlers::fetch_session::FetchSessionCache;
 use crate::config::BrokerConfig;
 use crate::groups::store::GroupStore;
 use crate::groups::GroupCoordinator;
@@ -44,13 +45,23 @@ pub struct Shard {
     groups: RefCell<Option<Rc<GroupCoordinator>>>,
     /// Shard 0 only: the next producer id to hand out.
     next_producer_id: std::cell::Cell<i64>,
+    /// Incremental fetch sessions of the connections this shard serves.
+    pub fetch_sessions: RefCell<FetchSessionCache>,
 }
 
 impl Shard {
     pub fn new(id: usize, config: Rc<BrokerConfig>, snapshot: Arc<MetadataSnapshot>, store: Option<MetadataStore>) -> Rc<Shard> {
         let snapshot_block_end = snapshot.producer_id_block_end;
+        // Kafka's slot count is per broker: each shard keeps its share, with ids from its own
+        // slice of the id space so a full fetch landing on another shard closes nothing there.
+        let shards = config.shards.max(1);
+        let slots = config.fetch_session_cache_slots.div_ceil(shards);
+        let fetch_sessions = FetchSessionCache::new(slots)
+            .with_min_eviction(Duration::from_millis(config.fetch_session_min_eviction_ms))
+            .with_id_space(id, shards);
         Rc::new(Shard {
             id,
+            fetch_sessions: RefCell::new(fetch_sessions),
             config,
             metadata: RefCell::new(snapshot),
             logs: RefCell::new(HashMap::new()),
@@ -234,7 +245,7 @@ impl Shard {
                 out.push(FetchOutcome { error: errors::UNKNOWN_TOPIC_OR_PARTITION, high_watermark: -1, log_start_offset: -1, ..Default::default() });
                 continue;
             };
-            let res = log.read(item.offset, item.max_bytes).await;
+            let res = log.read_for_send(item.offset, item.max_bytes);
             let (hw, start) = (log.high_watermark(), log.log_start_offset());
             out.push(match res {
                 Ok(data) => FetchOutcome { error: 0, high_watermark: hw, log_start_offset: start, records: data.chunks, bytes: data.bytes },

@@ -1349,6 +1349,116 @@ fn fetch_from_middle_of_batch_returns_whole_batch() {
     }
 }
 
+/// A Fetch v12 with explicit session fields; `parts` are (partition, fetch offset) to send.
+fn session_fetch(
+    stream: &mut TcpStream,
+    corr: i32,
+    topic: &str,
+    session_id: i32,
+    epoch: i32,
+    parts: &[(i32, i64)],
+    forgotten: &[i32],
+) -> FetchResponse {
+    let mut req = FetchRequest::default();
+    req.replica_id = BrokerId(-1);
+    req.max_wait_ms = 0;
+    req.min_bytes = 0;
+    req.max_bytes = 50 * 1024 * 1024;
+    req.session_id = session_id;
+    req.session_epoch = epoch;
+    if !parts.is_empty() {
+        let mut t = fetch_request::FetchTopic::default();
+        t.topic = tname(topic);
+        t.partitions = parts
+            .iter()
+            .map(|&(idx, off)| {
+                let mut p = fetch_request::FetchPartition::default();
+                p.partition = idx;
+                p.current_leader_epoch = -1;
+                p.fetch_offset = off;
+                p.last_fetched_epoch = -1;
+                p.log_start_offset = -1;
+                p.partition_max_bytes = 1024 * 1024;
+                p
+            })
+            .collect();
+        req.topics = vec![t];
+    }
+    if !forgotten.is_empty() {
+        let mut f = fetch_request::ForgottenTopic::default();
+        f.topic = tname(topic);
+        f.partitions = forgotten.to_vec();
+        req.forgotten_topics_data = vec![f];
+    }
+    roundtrip(stream, ApiKey::Fetch, 12, corr, &req)
+}
+
+fn session_parts(resp: &FetchResponse) -> Vec<(i32, i64, usize)> {
+    let mut out: Vec<(i32, i64, usize)> = resp
+        .responses
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .map(|p| (p.partition_index, p.high_watermark, decode_records(&p.records).len()))
+        .collect();
+    out.sort();
+    out
+}
+
+/// KIP-227 on the wire: a full fetch with epoch 0 opens a session; incremental fetches name no
+/// partitions yet fetch all of the session's and answer only those with news; forgotten
+/// partitions leave; a wrong epoch gives INVALID_FETCH_SESSION_EPOCH (71), an unknown session
+/// FETCH_SESSION_ID_NOT_FOUND (70), and epoch -1 closes it. Checked on 1 and 2 shards (the
+/// partitions' owners differ from the connection's shard).
+#[test]
+fn incremental_fetch_sessions() {
+    for shards in [1usize, 2] {
+        let b = Broker::start(shards, &[]);
+        let mut s = connect(&b);
+        let topic = "sess";
+        create_topic(&mut s, 1, topic, 4);
+        for p in 0..4 {
+            produce_one(&mut s, 9, 10 + p, topic, p, encode_batch(&make_records(2, "a", None)));
+        }
+        // Open: every partition answered, with its records.
+        let r = session_fetch(&mut s, 20, topic, 0, 0, &[(0, 0), (1, 0), (2, 0), (3, 0)], &[]);
+        assert_eq!(r.error_code, 0, "{shards} shards: open: {r:?}");
+        let id = r.session_id;
+        assert_ne!(id, 0, "{shards} shards: a session id is granted");
+        assert_eq!(session_parts(&r), vec![(0, 2, 2), (1, 2, 2), (2, 2, 2), (3, 2, 2)]);
+        // The client moves its positions (resends all four at offset 2): nothing new anywhere.
+        let r = session_fetch(&mut s, 21, topic, id, 1, &[(0, 2), (1, 2), (2, 2), (3, 2)], &[]);
+        assert_eq!((r.error_code, r.session_id), (0, id));
+        assert_eq!(session_parts(&r), vec![], "{shards} shards: no news, no partitions");
+        // New data on partition 2 only: an incremental fetch naming nothing returns just it.
+        produce_one(&mut s, 9, 30, topic, 2, encode_batch(&make_records(3, "b", None)));
+        let r = session_fetch(&mut s, 22, topic, id, 2, &[], &[]);
+        assert_eq!(r.error_code, 0);
+        assert_eq!(session_parts(&r), vec![(2, 5, 3)], "{shards} shards: only the partition with news");
+        // Forget partition 2, then write to it and to 0: only 0 comes back.
+        let r = session_fetch(&mut s, 23, topic, id, 3, &[(2, 5)], &[]);
+        assert_eq!((r.error_code, session_parts(&r)), (0, vec![]), "{shards} shards: position moved, no news");
+        let r = session_fetch(&mut s, 33, topic, id, 4, &[], &[2]);
+        assert_eq!(r.error_code, 0);
+        produce_one(&mut s, 9, 31, topic, 2, encode_batch(&make_records(1, "c", None)));
+        produce_one(&mut s, 9, 32, topic, 0, encode_batch(&make_records(1, "c", None)));
+        let r = session_fetch(&mut s, 24, topic, id, 5, &[], &[]);
+        assert_eq!(session_parts(&r), vec![(0, 3, 1)], "{shards} shards: forgotten partition left the session");
+        // Wrong epoch, unknown id.
+        let r = session_fetch(&mut s, 25, topic, id, 9, &[], &[]);
+        assert_eq!(r.error_code, 71, "{shards} shards: wrong epoch");
+        let r = session_fetch(&mut s, 26, topic, id.wrapping_add(1), 1, &[], &[]);
+        assert_eq!(r.error_code, 70, "{shards} shards: unknown session");
+        // The session survives a wrong-epoch request; epoch -1 closes it (answered sessionless).
+        let r = session_fetch(&mut s, 27, topic, id, 6, &[], &[]);
+        assert_eq!(r.error_code, 0, "{shards} shards: right epoch still works");
+        let r = session_fetch(&mut s, 28, topic, id, -1, &[(1, 0)], &[]);
+        assert_eq!((r.error_code, r.session_id), (0, 0));
+        assert_eq!(session_parts(&r), vec![(1, 2, 2)]);
+        let r = session_fetch(&mut s, 29, topic, id, 7, &[], &[]);
+        assert_eq!(r.error_code, 70, "{shards} shards: closed session is gone");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // 8. Startup errors
 // ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_groups;
 pub mod fetch;
+pub mod fetch_session;
 pub mod find_coordinator;
 pub mod heartbeat;
 pub mod init_producer_id;
@@ -33,9 +34,33 @@ use tracing::error;
 
 use crate::protocol::{self, versions, FrameError};
 use crate::shard::Shard;
+use crate::storage::LogChunk;
 
 /// A response still being computed; `None` for requests that get no response (acks=0).
-pub type PendingResponse = LocalBoxFuture<'static, Option<Bytes>>;
+pub type PendingResponse = LocalBoxFuture<'static, Option<Response>>;
+
+/// A whole response frame ready for the socket, in chunks: most responses are one encoded
+/// buffer; a Fetch response interleaves its encoded fields with the log's own chunks
+/// (in-memory batches, segment file ranges), which are never copied into the frame.
+pub struct Response {
+    pub chunks: Vec<LogChunk>,
+}
+
+impl Response {
+    pub fn len(&self) -> usize {
+        self.chunks.iter().map(|c| c.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl From<Bytes> for Response {
+    fn from(b: Bytes) -> Response {
+        Response { chunks: vec![LogChunk::Mem(b)] }
+    }
+}
 
 /// Parses a request frame and starts handling it. Ordering-sensitive work (appends) is done
 /// before this returns. An error means the connection must be closed.
@@ -70,7 +95,9 @@ pub fn dispatch(shard: &Rc<Shard>, conn: &ConnContext, frame: Bytes) -> Result<P
         }
         RequestKind::Metadata(r) => metadata::handle(shard, version, r).map(|r| Some(ResponseKind::Metadata(r))).boxed_local(),
         RequestKind::Produce(r) => produce::handle(&shard, version, r),
-        RequestKind::Fetch(r) => fetch::handle(shard, version, r).map(|r| Some(ResponseKind::Fetch(r))).boxed_local(),
+        RequestKind::Fetch(r) => {
+            return Ok(fetch::handle(shard, version, r).map(move |reply| Some(fetch::encode(version, correlation_id, reply))).boxed_local())
+        }
         RequestKind::ListOffsets(r) => list_offsets::handle(shard, version, r).map(|r| Some(ResponseKind::ListOffsets(r))).boxed_local(),
         RequestKind::CreateTopics(r) => create_topics::handle(shard, version, r).map(|r| Some(ResponseKind::CreateTopics(r))).boxed_local(),
         RequestKind::DeleteTopics(r) => delete_topics::handle(shard, version, r).map(|r| Some(ResponseKind::DeleteTopics(r))).boxed_local(),
@@ -98,17 +125,8 @@ pub fn dispatch(shard: &Rc<Shard>, conn: &ConnContext, frame: Bytes) -> Result<P
 fn respond(key: ApiKey, version: i16, correlation_id: i32, fut: LocalBoxFuture<'static, Option<ResponseKind>>) -> PendingResponse {
     async move {
         let body = fut.await?;
-        let hint = match &body {
-            ResponseKind::Fetch(f) => f
-                .responses
-                .iter()
-                .flat_map(|t| t.partitions.iter())
-                .map(|p| p.records.as_ref().map_or(0, |r| r.len()) + 64)
-                .sum::<usize>(),
-            _ => 256,
-        };
-        match protocol::encode_response(key, version, correlation_id, &body, hint) {
-            Ok(b) => Some(b),
+        match protocol::encode_response(key, version, correlation_id, &body, 256) {
+            Ok(b) => Some(Response::from(b)),
             Err(e) => {
                 error!("cannot encode {key:?} v{version} response: {e:#}");
                 None

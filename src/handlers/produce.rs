@@ -162,5 +162,5 @@ pub fn handle_legacy(version: i16, correlation_id: i32, mut body: Bytes) -> Resu
     let size = (out.len() - 4) as i32;
     out[0..4].copy_from_slice(&size.to_be_bytes());
     let frame = out.freeze();
-    Ok(async move { (acks != 0).then_some(frame) }.boxed_local())
+    Ok(async move { (acks != 0).then(|| super::Response::from(frame)) }.boxed_local())
 }

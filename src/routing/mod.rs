@@ -11,7 +11,7 @@ use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures::channel::oneshot;
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
@@ -62,8 +62,8 @@ pub struct FetchOutcome {
     pub error: i16,
     pub high_watermark: i64,
     pub log_start_offset: i64,
-    /// Whole batches, as stored.
-    pub records: Vec<Bytes>,
+    /// Whole batches, as stored: in-memory slices or segment file ranges (never copied).
+    pub records: Vec<crate::storage::LogChunk>,
     pub bytes: usize,
 }
 

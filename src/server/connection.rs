@@ -39,7 +39,8 @@ use glommio::net::TcpStream;
 use tracing::{debug, warn};
 
 use crate::config::BrokerConfig;
-use crate::handlers;
+use crate::handlers::{self, Response};
+use crate::storage::LogChunk;
 use crate::protocol::{self, FrameError};
 use crate::shard::Shard;
 
@@ -52,8 +53,15 @@ pub const MAX_UNWRITTEN_FETCH_BYTES: usize = 32 << 20;
 const IDLE_SWEEP_MIN: Duration = Duration::from_millis(50);
 const IDLE_SWEEP_MAX: Duration = Duration::from_secs(1);
 
+/// Most iovecs handed to one sendmsg(2).
+const MAX_IOVECS: usize = 64;
+/// When the socket is full, this many bytes of the response go through glommio's own async
+/// send, whose completion is the wait for room (glommio offers no writability wait); the rest
+/// goes out by sendmsg/sendfile without being copied.
+const WAIT_CHUNK_BYTES: usize = 16 << 10;
+
 /// A dispatched request's response, and whether it is a fetch response (counted as unwritten).
-type ResponseTask = (glommio::Task<Option<Bytes>>, bool);
+type ResponseTask = (glommio::Task<Option<Response>>, bool);
 
 /// Open connections over all shards (`max.connections`, `max.connections.per.ip`). Touched at
 /// accept and close only, never per request: an atomic counter, and a map under a mutex only
@@ -249,6 +257,15 @@ pub async fn serve(shard: Rc<Shard>, conns: Rc<ShardConnections>, stream: TcpStr
         return;
     }
     let wstream = unsafe { TcpStream::from_raw_fd(wfd) };
+    // sendfile(2) has no per-call flag: the socket itself is made non-blocking so a full socket
+    // answers EAGAIN instead of stalling the shard. glommio's own io_uring sends and receives
+    // do not depend on this flag.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+    }
     let state = Rc::new(ConnState {
         fd,
         last_read: Cell::new(Instant::now()),
@@ -295,8 +312,8 @@ pub async fn serve(shard: Rc<Shard>, conns: Rc<ShardConnections>, stream: TcpStr
                         st.wait(|s| s.fetch_turn.get() == ticket && s.unwritten.get() <= MAX_UNWRITTEN_FETCH_BYTES).await;
                         let out = fut.await;
                         drop(permit);
-                        if let Some(b) = &out {
-                            st.unwritten.set(st.unwritten.get() + b.len());
+                        if let Some(r) = &out {
+                            st.unwritten.set(st.unwritten.get() + r.len());
                         }
                         st.fetch_turn.set(ticket + 1);
                         st.written.notify(usize::MAX);
@@ -357,10 +374,10 @@ async fn read_frame(reader: &mut BufReader<TcpStream>, max: usize, conns: &Rc<Sh
 
 async fn write_responses(mut stream: TcpStream, rx: local_channel::LocalReceiver<ResponseTask>, fd: i32, state: Rc<ConnState>) {
     while let Some((task, is_fetch)) = rx.recv().await {
-        let Some(bytes) = task.await else { continue };
-        let res = stream.write_all(&bytes).await;
+        let Some(response) = task.await else { continue };
+        let res = send_response(&mut stream, fd, &response.chunks).await;
         if is_fetch {
-            state.unwritten.set(state.unwritten.get() - bytes.len());
+            state.unwritten.set(state.unwritten.get() - response.len());
             state.written.notify(usize::MAX);
         }
         if let Err(e) = res {
@@ -371,9 +388,99 @@ async fn write_responses(mut stream: TcpStream, rx: local_channel::LocalReceiver
     }
     // Drain: finish (and drop) whatever was dispatched, so appends still complete.
     while let Some((task, is_fetch)) = rx.recv().await {
-        if let (Some(bytes), true) = (task.await, is_fetch) {
-            state.unwritten.set(state.unwritten.get() - bytes.len());
+        if let (Some(response), true) = (task.await, is_fetch) {
+            state.unwritten.set(state.unwritten.get() - response.len());
             state.written.notify(usize::MAX);
         }
     }
+}
+
+/// Sends a response's chunks in order without copying them: in-memory chunks by sendmsg(2)
+/// with an iovec each, file ranges by sendfile(2). Neither call blocks; when the socket is full
+/// the next few KiB go through glommio's async send, which returns once there is room.
+async fn send_response(stream: &mut TcpStream, fd: i32, chunks: &[LogChunk]) -> std::io::Result<()> {
+    let (mut i, mut off) = (0usize, 0usize);
+    while i < chunks.len() {
+        let sent = match &chunks[i] {
+            LogChunk::Mem(_) => sendmsg_nonblocking(fd, &chunks[i..], off),
+            LogChunk::File(r) => {
+                let mut pos = (r.pos + off as u64) as libc::off_t;
+                let n = unsafe { libc::sendfile(fd, std::os::fd::AsRawFd::as_raw_fd(&*r.file), &mut pos, r.len - off) };
+                if n == 0 {
+                    return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "segment file shorter than its index says"));
+                }
+                if n < 0 { Err(std::io::Error::last_os_error()) } else { Ok(n as usize) }
+            }
+        };
+        let n = match sent {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => wait_for_room(stream, &chunks[i], off).await?,
+            Err(e) => return Err(e),
+        };
+        // Advance over what went out.
+        let mut n = n;
+        while n > 0 {
+            let left = chunks[i].len() - off;
+            if n >= left {
+                n -= left;
+                i += 1;
+                off = 0;
+            } else {
+                off += n;
+                n = 0;
+            }
+        }
+        while i < chunks.len() && chunks[i].len() == off {
+            i += 1;
+            off = 0;
+        }
+    }
+    Ok(())
+}
+
+/// One sendmsg over the consecutive in-memory chunks at the start of `chunks` (the first from
+/// byte `off`).
+fn sendmsg_nonblocking(fd: i32, chunks: &[LogChunk], off: usize) -> std::io::Result<usize> {
+    let mut iov: [libc::iovec; MAX_IOVECS] = unsafe { std::mem::zeroed() };
+    let mut n = 0;
+    let mut more = false;
+    for (k, c) in chunks.iter().enumerate() {
+        let LogChunk::Mem(b) = c else {
+            more = true;
+            break;
+        };
+        if n == MAX_IOVECS {
+            more = true;
+            break;
+        }
+        let s = if k == 0 { &b[off..] } else { &b[..] };
+        iov[n] = libc::iovec { iov_base: s.as_ptr() as *mut libc::c_void, iov_len: s.len() };
+        n += 1;
+    }
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = n as _;
+    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
+    let r = unsafe { libc::sendmsg(fd, &msg, flags) };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// The socket is full: send up to `WAIT_CHUNK_BYTES` of `chunk` (from `off`) through glommio,
+/// which completes when the socket has taken them. Returns the bytes sent.
+async fn wait_for_room(stream: &mut TcpStream, chunk: &LogChunk, off: usize) -> std::io::Result<usize> {
+    let n = (chunk.len() - off).min(WAIT_CHUNK_BYTES);
+    match chunk {
+        LogChunk::Mem(b) => stream.write_all(&b[off..off + n]).await?,
+        LogChunk::File(r) => {
+            let mut buf = vec![0u8; n];
+            std::os::unix::fs::FileExt::read_exact_at(&*r.file, &mut buf, r.pos + off as u64)?;
+            stream.write_all(&buf).await?;
+        }
+    }
+    Ok(n)
 }

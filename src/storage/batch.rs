@@ -114,6 +114,21 @@ pub fn peek_batch_size(buf: &[u8]) -> Option<usize> {
     Some(len as usize + BATCH_LOG_OVERHEAD)
 }
 
+/// Bytes of a batch header needed by [`peek_extent`]: base offset, length, leader epoch, magic,
+/// CRC, attributes and last offset delta.
+pub const HEADER_PREFIX: usize = OFF_LAST_OFFSET_DELTA + 4;
+
+/// The size and next offset (after its last record) of the batch starting at `buf[0]`, read
+/// from its first [`HEADER_PREFIX`] bytes without validating it.
+pub fn peek_extent(buf: &[u8]) -> Option<(usize, i64)> {
+    let size = peek_batch_size(buf)?;
+    if buf.len() < HEADER_PREFIX {
+        return None;
+    }
+    let next = be_i64(buf, OFF_BASE_OFFSET) + be_i32(buf, OFF_LAST_OFFSET_DELTA) as i64 + 1;
+    Some((size, next))
+}
+
 /// Parses the header of the batch at the start of `buf` (which must hold the whole header).
 pub fn parse_header(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     let size = peek_batch_size(buf).ok_or(BatchError::Corrupt)?;

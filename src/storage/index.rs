@@ -52,6 +52,12 @@ impl SegmentIndex {
         i.checked_sub(1).map(|i| self.entries[i])
     }
 
+    /// The greatest entry position <= `pos` (a batch boundary), if any.
+    pub fn last_position_at_or_before(&self, pos: u64) -> Option<u64> {
+        let i = self.entries.partition_point(|e| e.position as u64 <= pos);
+        i.checked_sub(1).map(|i| self.entries[i].position as u64)
+    }
+
     /// The last entry before which every record has a timestamp < `ts`.
     pub fn lookup_time(&self, ts: i64) -> Option<IndexEntry> {
         let i = self.entries.partition_point(|e| e.max_ts_before < ts);

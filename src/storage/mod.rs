@@ -9,9 +9,43 @@ pub mod partition_log;
 pub mod producer_state;
 pub mod segment;
 
-pub use partition_log::{AppendInfo, LogConfig, PartitionLog, ReadData};
+pub use partition_log::{AppendInfo, LogConfig, PartitionLog, ReadData, SendData};
 
+use std::sync::Arc;
+
+use bytes::Bytes;
 use thiserror::Error;
+
+/// A piece of log data on its way to the network, never copied in user space: batches still
+/// held in memory (the very `Bytes` that were appended) or a byte range of a segment file,
+/// which the connection sends with sendfile(2).
+#[derive(Debug, Clone)]
+pub enum LogChunk {
+    Mem(Bytes),
+    File(FileRange),
+}
+
+/// Whole batches at `pos..pos + len` of a segment file (opened for buffered reads; the handle
+/// keeps the data readable even if the segment is deleted meanwhile).
+#[derive(Debug, Clone)]
+pub struct FileRange {
+    pub file: Arc<std::fs::File>,
+    pub pos: u64,
+    pub len: usize,
+}
+
+impl LogChunk {
+    pub fn len(&self) -> usize {
+        match self {
+            LogChunk::Mem(b) => b.len(),
+            LogChunk::File(r) => r.len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 #[derive(Debug, Error)]
 pub enum StorageError {

@@ -28,6 +28,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -39,7 +40,7 @@ use super::batch::{self, BatchesSummary};
 use super::index::{self, SealInfo, SegmentIndex};
 use super::producer_state::{self, BatchMeta, ProducerStates, SequenceCheck};
 use super::segment::{self, SegmentWriter};
-use super::StorageError;
+use super::{FileRange, LogChunk, StorageError};
 
 /// Largest number of bytes the writer task puts in one DMA write.
 const MAX_WRITE_BYTES: usize = 8 << 20;
@@ -50,6 +51,9 @@ const FAILURE_BACKOFF_MAX: Duration = Duration::from_secs(2);
 const ROLLBACK_HISTORY: usize = 256;
 /// Extra bytes read past `max_bytes` so the batch at an index point's offset is reached.
 const READ_SLACK: usize = 64 << 10;
+/// Bytes of a segment file read at once to find batch boundaries (headers only) when planning
+/// a sendfile range; the records themselves never enter user space.
+const HEADER_WINDOW: usize = 8 << 10;
 
 /// Per-log settings (topic configs with broker defaults applied).
 #[derive(Debug, Clone)]
@@ -86,6 +90,13 @@ pub struct ReadData {
     pub bytes: usize,
 }
 
+/// The result of a read for the network: whole batches as in-memory slices or file ranges.
+#[derive(Debug, Default)]
+pub struct SendData {
+    pub chunks: Vec<LogChunk>,
+    pub bytes: usize,
+}
+
 struct Segment {
     base_offset: i64,
     path: PathBuf,
@@ -102,6 +113,8 @@ struct Segment {
     /// Producer state as of this segment's base offset, written as a snapshot when the
     /// previous segment is sealed.
     snapshot: Option<Vec<u8>>,
+    /// Buffered read-only handle for sendfile, opened at the first cold read.
+    reader: Option<Arc<std::fs::File>>,
 }
 
 struct CachedBatches {
@@ -428,6 +441,69 @@ impl PartitionLog {
         read_file(&file, start_pos, end_pos, offset, max_bytes).await
     }
 
+    /// Reads for the network, without copying records: whole batches starting with the one
+    /// that contains `offset`, up to `max_bytes` (always at least one batch). Batches still in
+    /// the tail cache are returned as slices of the appended `Bytes`; older ones as a range of
+    /// the segment file (found from the index and batch headers only), to be sent with
+    /// sendfile. Stops at the high watermark. Returns `OffsetOutOfRange` outside
+    /// [log start, log end].
+    pub fn read_for_send(&self, offset: i64, max_bytes: usize) -> Result<SendData, StorageError> {
+        let mut st = self.state.borrow_mut();
+        if offset < st.log_start_offset || offset > st.next_offset {
+            return Err(StorageError::OffsetOutOfRange);
+        }
+        if offset >= st.written_offset {
+            return Ok(SendData::default());
+        }
+        if st.cache.front().is_some_and(|c| offset >= c.base_offset) {
+            let data = read_cache(&st.cache, offset, max_bytes, st.written_offset);
+            return Ok(SendData { bytes: data.bytes, chunks: data.chunks.into_iter().map(LogChunk::Mem).collect() });
+        }
+        let si = st.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
+        let seg = &mut st.segments[si];
+        let end = seg.written_size;
+        let rel = (offset - seg.base_offset) as u32;
+        let from = seg.index.lookup_offset(rel).map(|e| e.position as u64).unwrap_or(0);
+        if seg.reader.is_none() {
+            seg.reader = Some(Arc::new(std::fs::File::open(&seg.path)?));
+        }
+        let file = seg.reader.clone().unwrap();
+        // The batch that contains `offset`.
+        let mut start = None;
+        walk_batches(&file, from, end, |pos, _size, next| {
+            if next > offset {
+                start = Some(pos);
+                return false;
+            }
+            true
+        })?;
+        let Some(start) = start else { return Ok(SendData::default()) };
+        // Whole batches up to `max_bytes`: jump to the last index point within the budget, then
+        // walk the few headers after it.
+        let target = start.saturating_add(max_bytes as u64);
+        let stop = if target >= end {
+            end
+        } else {
+            let jump = seg.index.last_position_at_or_before(target).filter(|&p| p > start).unwrap_or(start);
+            let mut stop = jump;
+            walk_batches(&file, jump, end, |pos, size, _| {
+                if pos + size as u64 <= target || pos == start {
+                    stop = pos + size as u64;
+                    true
+                } else {
+                    false
+                }
+            })?;
+            stop
+        };
+        let len = (stop - start) as usize;
+        // Start reading it from the device now, so sendfile finds it in the page cache.
+        unsafe {
+            libc::posix_fadvise(std::os::fd::AsRawFd::as_raw_fd(&*file), start as i64, len as i64, libc::POSIX_FADV_WILLNEED);
+        }
+        Ok(SendData { chunks: vec![LogChunk::File(FileRange { file, pos: start, len })], bytes: len })
+    }
+
     /// The offset and timestamp of the first record with a timestamp >= `ts`, or `None` when
     /// there is none. Within a compressed batch the answer is the batch's first offset (records
     /// are not decompressed) with the batch's first timestamp or, when that is earlier than `ts`,
@@ -550,6 +626,7 @@ fn new_segment(base_offset: i64, path: PathBuf, file: Option<Rc<DmaFile>>) -> Se
         index: SegmentIndex::default(),
         created: Instant::now(),
         snapshot: None,
+        reader: None,
     }
 }
 
@@ -633,6 +710,35 @@ async fn recover_active(path: &Path, base: i64, config: &LogConfig, producers: O
     let seg = segment_from_scan(base, path.to_path_buf(), file.clone(), &scan, config, producers);
     let writer = SegmentWriter::resume(file, base, scan.valid_len).await?;
     Ok((seg, writer))
+}
+
+/// Calls `f(position, size, next_offset)` for each batch of `file` from `pos` (a batch
+/// boundary) until `f` returns false or `end` is reached. Reads headers only, a window at a
+/// time; a malformed header ends the walk (recovery guarantees whole batches below `end`).
+fn walk_batches(file: &std::fs::File, mut pos: u64, end: u64, mut f: impl FnMut(u64, usize, i64) -> bool) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; HEADER_WINDOW];
+    while pos < end {
+        let want = ((end - pos) as usize).min(HEADER_WINDOW);
+        let n = file.read_at(&mut buf[..want], pos)?;
+        if n < batch::HEADER_PREFIX {
+            return Ok(());
+        }
+        let mut at = 0usize;
+        while at + batch::HEADER_PREFIX <= n {
+            let Some((size, next)) = batch::peek_extent(&buf[at..]) else { return Ok(()) };
+            let p = pos + at as u64;
+            if p + size as u64 > end {
+                return Ok(());
+            }
+            if !f(p, size, next) {
+                return Ok(());
+            }
+            at += size;
+        }
+        pos += at as u64;
+    }
+    Ok(())
 }
 
 fn read_cache(cache: &VecDeque<CachedBatches>, offset: i64, max_bytes: usize, end: i64) -> ReadData {

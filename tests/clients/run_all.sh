@@ -24,6 +24,7 @@ TESTS=(
     "kafka_python_codecs_test.py"
     "kafkajs_codecs_test.js"
     "confluent_idempotent_test.py"
+    "kafka_python_fetch_sessions_test.py"
 )
 
 if [ ! -x "$STRAND_BIN" ]; then
