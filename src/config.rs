@@ -27,7 +27,7 @@ pub const DEFAULT_QUEUED_MAX_REQUEST_BYTES: usize = 256 << 20;
 /// Kafka's default `connections.max.idle.ms` (10 minutes).
 pub const DEFAULT_CONNECTIONS_MAX_IDLE_MS: u64 = 600_000;
 /// Default bytes of recent batches kept in memory per partition (served without disk reads).
-pub const DEFAULT_TAIL_CACHE_BYTES: usize = 16 << 20;
+pub const DEFAULT_TAIL_CACHE_BYTES: usize = 1 << 30;
 
 /// Every setting of the broker. Field names follow the Kafka keys they are read from.
 #[derive(Debug, Clone)]
@@ -78,6 +78,9 @@ pub struct BrokerConfig {
     pub offset_metadata_max_bytes: usize,
     /// `producer.id.expiration.ms`: idle time after which a producer's dedup state is dropped.
     pub producer_id_expiration_ms: i64,
+    /// `--memory` / `memory` (as Redpanda's flag): the memory the broker may use for log data,
+    /// split evenly among shards. Default: half of the machine's physical memory.
+    pub memory_bytes: usize,
     /// `max.incremental.fetch.session.cache.slots` (broker-wide, shared out among shards).
     pub fetch_session_cache_slots: usize,
     /// `min.incremental.fetch.session.eviction.ms`
@@ -111,10 +114,49 @@ impl Default for BrokerConfig {
             group_initial_rebalance_delay_ms: 3_000,
             offset_metadata_max_bytes: 4096,
             producer_id_expiration_ms: 86_400_000,
+            memory_bytes: default_memory_bytes(),
             fetch_session_cache_slots: 1000,
             fetch_session_min_eviction_ms: 120_000,
         }
     }
+}
+
+/// Half of the physical memory, the default memory budget.
+fn default_memory_bytes() -> usize {
+    let pages = unsafe { libc::sysconf(libc::_SC_PHYS_PAGES) };
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if pages > 0 && page > 0 {
+        (pages as usize).saturating_mul(page as usize) / 2
+    } else {
+        1 << 30
+    }
+}
+
+/// A byte size: a number with an optional K, M, G or T suffix (powers of 1024), e.g. 2G.
+pub fn parse_size(key: &str, v: &str, min: usize) -> Result<usize> {
+    let t = v.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: usize = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => bail!("invalid value {v:?} for {key}: expected bytes with an optional K, M, G or T suffix, e.g. 2G"),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    let n: usize = num
+        .trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("invalid value {v:?} for {key}: expected bytes with an optional K, M, G or T suffix, e.g. 2G"))?;
+    let bytes = n.checked_mul(mult).ok_or_else(|| anyhow::anyhow!("invalid value {v:?} for {key}: too large"))?;
+    if bytes < min {
+        bail!("invalid value {v:?} for {key}: must be at least {min} bytes");
+    }
+    Ok(bytes)
 }
 
 fn parse_bool(key: &str, v: &str) -> Result<bool> {
@@ -164,6 +206,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "group.initial.rebalance.delay.ms",
     "offset.metadata.max.bytes",
     "producer.id.expiration.ms",
+    "memory",
     "max.incremental.fetch.session.cache.slots",
     "min.incremental.fetch.session.eviction.ms",
 ];
@@ -217,6 +260,7 @@ impl BrokerConfig {
             "group.initial.rebalance.delay.ms" => self.group_initial_rebalance_delay_ms = parse_num(key, v, 0)?,
             "offset.metadata.max.bytes" => self.offset_metadata_max_bytes = parse_num(key, v, 0)?,
             "producer.id.expiration.ms" => self.producer_id_expiration_ms = parse_num(key, v, 1)?,
+            "memory" => self.memory_bytes = parse_size(key, v, 16 << 20)?,
             "max.incremental.fetch.session.cache.slots" => self.fetch_session_cache_slots = parse_num(key, v, 0)?,
             "min.incremental.fetch.session.eviction.ms" => self.fetch_session_min_eviction_ms = parse_num(key, v, 0)?,
             other => bail!(

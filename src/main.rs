@@ -36,6 +36,10 @@ struct ServeArgs {
     /// CPUs to pin shards to, e.g. 0,1,2.
     #[arg(long, value_delimiter = ',')]
     cpus: Option<Vec<usize>>,
+    /// Memory for log data (tail cache, writes in flight), split among shards, e.g. 4G;
+    /// default: half of physical memory.
+    #[arg(long)]
+    memory: Option<String>,
     /// A Kafka-named setting, e.g. --set log.segment.bytes=1073741824 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
@@ -64,6 +68,9 @@ fn build_config(a: ServeArgs) -> anyhow::Result<BrokerConfig> {
             anyhow::bail!("--shards must be at least 1");
         }
         c.shards = n;
+    }
+    if let Some(m) = &a.memory {
+        c.memory_bytes = strand::config::parse_size("--memory", m, 16 << 20)?;
     }
     c.cpus = a.cpus;
     Ok(c)

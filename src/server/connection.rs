@@ -291,6 +291,8 @@ pub async fn serve(shard: Rc<Shard>, conns: Rc<ShardConnections>, stream: TcpStr
     loop {
         // A client that does not read its responses is not read either.
         state.wait(|s| s.unwritten.get() <= MAX_UNWRITTEN_FETCH_BYTES).await;
+        // Backpressure: while the shard's device is behind, read no more requests.
+        crate::storage::memory::wait_for_write_room().await;
         match read_frame(&mut reader, max_frame, &conns).await {
             Ok(None) => break,
             Ok(Some((frame, permit))) => {

@@ -79,6 +79,11 @@ pub fn run(mut config: BrokerConfig) -> Result<()> {
                     }
                     Err(e) => error!(shard = id, "cannot open probe file: {e}"),
                 }
+                // This shard's share of --memory: half for the tail cache, a quarter for
+                // appended bytes waiting for the device; the rest is headroom for connections,
+                // indexes and sessions.
+                let share = config.memory_bytes / config.shards.max(1);
+                crate::storage::memory::set_limits(share / 2, share / 4);
                 let shard = Shard::new(id, config, snapshot.clone(), store);
                 let router = ShardRouter::connect(id, endpoints, Rc::downgrade(&shard)).await;
                 shard.set_router(router);

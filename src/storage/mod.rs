@@ -5,6 +5,7 @@
 
 pub mod batch;
 pub mod index;
+pub mod memory;
 pub mod partition_log;
 pub mod producer_state;
 pub mod segment;

@@ -40,7 +40,7 @@ use super::batch::{self, BatchesSummary};
 use super::index::{self, SealInfo, SegmentIndex};
 use super::producer_state::{self, BatchMeta, ProducerStates, SequenceCheck};
 use super::segment::{self, SegmentWriter};
-use super::{FileRange, LogChunk, StorageError};
+use super::{memory, FileRange, LogChunk, StorageError};
 
 /// Largest number of bytes the writer task puts in one DMA write.
 const MAX_WRITE_BYTES: usize = 8 << 20;
@@ -161,6 +161,17 @@ pub struct PartitionLog {
     /// Fired when there is work for the writer task.
     work: Event,
     writer_running: Cell<bool>,
+    /// LRU stamp for the shard's tail cache budget (see `memory`).
+    last_used: Cell<u64>,
+}
+
+impl Drop for PartitionLog {
+    fn drop(&mut self) {
+        let st = self.state.get_mut();
+        memory::on_evicted(st.cache_bytes);
+        let unwritten: usize = st.pending.iter().map(|p| p.bytes.len()).sum();
+        memory::on_written(unwritten);
+    }
 }
 
 impl PartitionLog {
@@ -250,7 +261,9 @@ impl PartitionLog {
             progress: Event::new(),
             work: Event::new(),
             writer_running: Cell::new(true),
+            last_used: Cell::new(memory::touch()),
         });
+        memory::register(&log);
         let w = writer.expect("active segment writer");
         glommio::spawn_local(run_writer(log.clone(), w)).detach();
         Ok(log)
@@ -353,6 +366,8 @@ impl PartitionLog {
         }
         st.pending.push_back(Pending { segment_base, next_offset: next, bytes: bytes.clone() });
         st.cache_bytes += bytes.len();
+        memory::on_append(bytes.len());
+        self.last_used.set(memory::touch());
         st.cache.push_back(CachedBatches { base_offset: base, next_offset: next, bytes });
         let log_start_offset = st.log_start_offset;
         let epoch = st.epoch;
@@ -456,6 +471,7 @@ impl PartitionLog {
             return Ok(SendData::default());
         }
         if st.cache.front().is_some_and(|c| offset >= c.base_offset) {
+            self.last_used.set(memory::touch());
             let data = read_cache(&st.cache, offset, max_bytes, st.written_offset);
             return Ok(SendData { bytes: data.bytes, chunks: data.chunks.into_iter().map(LogChunk::Mem).collect() });
         }
@@ -551,6 +567,30 @@ impl PartitionLog {
         self.progress.notify(usize::MAX);
     }
 
+    pub(crate) fn last_used(&self) -> u64 {
+        self.last_used.get()
+    }
+
+    /// Drops up to `want` bytes of the oldest cached batches that are already on the device;
+    /// returns the bytes freed. Later reads of them go to the segment file.
+    pub(crate) fn evict_cached(&self, want: usize) -> usize {
+        let mut st = self.state.borrow_mut();
+        let mut freed = 0;
+        while freed < want {
+            match st.cache.front() {
+                Some(c) if c.next_offset <= st.written_offset => {
+                    let c = st.cache.pop_front().unwrap();
+                    st.cache_bytes -= c.bytes.len();
+                    freed += c.bytes.len();
+                }
+                _ => break,
+            }
+        }
+        drop(st);
+        memory::on_evicted(freed);
+        freed
+    }
+
     pub fn is_writer_running(&self) -> bool {
         self.writer_running.get()
     }
@@ -563,9 +603,10 @@ impl PartitionLog {
         let dropped = st.next_offset - to;
         warn!(topic = %self.topic, partition = self.partition, written_offset = to, dropped_records = dropped, "log write failed, appends refused for a while: {err}");
         st.failed = Some(err.to_string());
+        let (mut unwritten, mut evicted) = (0, 0);
         if dropped > 0 {
             st.next_offset = to;
-            st.pending.clear();
+            unwritten = st.pending.drain(..).map(|p| p.bytes.len()).sum();
             st.sync_wanted = st.sync_wanted.min(to);
             // Segments made by a roll whose file was never opened go; the active one is cut back.
             while st.segments.len() > 1 && st.segments.last().is_some_and(|s| s.file.is_none()) {
@@ -579,6 +620,7 @@ impl PartitionLog {
             while st.cache.back().is_some_and(|c| c.base_offset >= to) {
                 let c = st.cache.pop_back().unwrap();
                 st.cache_bytes -= c.bytes.len();
+                evicted += c.bytes.len();
             }
             st.producers.truncate(to);
             st.epoch += 1;
@@ -589,6 +631,9 @@ impl PartitionLog {
             }
         }
         drop(st);
+        // The dropped batches no longer wait for the device nor sit in the tail cache.
+        memory::on_written(unwritten);
+        memory::on_evicted(evicted);
         self.progress.notify(usize::MAX);
     }
 
@@ -866,6 +911,7 @@ async fn run_writer(log: Rc<PartitionLog>, mut writer: SegmentWriter) {
             match roll(&log, &writer, segment_base).await {
                 Ok(w) => writer = w,
                 Err(e) => {
+                    memory::on_written(chunks.iter().map(|c| c.len()).sum());
                     log.fail(&e);
                     if log.recover(&writer).await {
                         continue;
@@ -874,7 +920,11 @@ async fn run_writer(log: Rc<PartitionLog>, mut writer: SegmentWriter) {
                 }
             }
         }
-        let size = match writer.append(&chunks).await {
+        let bytes_written: usize = chunks.iter().map(|c| c.len()).sum();
+        let res = writer.append(&chunks).await;
+        // Written or failed, these bytes no longer wait for the device.
+        memory::on_written(bytes_written);
+        let size = match res {
             Ok(s) => s,
             Err(e) => {
                 log.fail(&e);
@@ -904,17 +954,21 @@ async fn run_writer(log: Rc<PartitionLog>, mut writer: SegmentWriter) {
                 seg.written_size = size;
             }
             // Trim the cache: only batches already on the device may leave it.
-            let budget = log.config.tail_cache_bytes;
-            while st.cache_bytes > budget {
+            let cap = log.config.tail_cache_bytes;
+            let mut freed = 0;
+            while st.cache_bytes > cap {
                 match st.cache.front() {
                     Some(c) if c.next_offset <= st.written_offset => {
                         let c = st.cache.pop_front().unwrap();
                         st.cache_bytes -= c.bytes.len();
+                        freed += c.bytes.len();
                     }
                     _ => break,
                 }
             }
+            memory::on_evicted(freed);
         }
+        memory::enforce();
         log.progress.notify(usize::MAX);
         if let Some(e) = sync_failed {
             // Written but not known durable: stays; what is still pending is dropped.

@@ -58,7 +58,17 @@ pub struct SegmentWriter {
     aligned_pos: u64,
     /// Bytes of the last, incomplete block, rewritten by the next write.
     partial: Vec<u8>,
+    /// File size reserved with fallocate: writes below it overwrite allocated blocks and
+    /// neither allocate nor grow the file (so io_uring submits them inline, without punting
+    /// to a worker thread). Zeros past the data read as block padding at recovery.
+    allocated: u64,
 }
+
+/// First preallocation of a segment; each next one doubles the reservation, up to
+/// `PREALLOCATE_MAX_STEP` at a time, so idle partitions reserve little and busy ones call
+/// fallocate rarely.
+const PREALLOCATE_MIN: u64 = 256 << 10;
+const PREALLOCATE_MAX_STEP: u64 = 32 << 20;
 
 impl SegmentWriter {
     /// A writer continuing a segment whose valid length is `size`.
@@ -75,7 +85,24 @@ impl SegmentWriter {
             }
             partial.extend_from_slice(&rr);
         }
-        Ok(SegmentWriter { file, base_offset, aligned_pos, partial })
+        let allocated = file.file_size().await.map_err(std::io::Error::from)?;
+        Ok(SegmentWriter { file, base_offset, aligned_pos, partial, allocated })
+    }
+
+    /// Reserves blocks ahead of a write that would end at `end`.
+    async fn reserve(&mut self, end: u64) -> std::io::Result<()> {
+        if end <= self.allocated {
+            return Ok(());
+        }
+        let step = self.allocated.clamp(PREALLOCATE_MIN, PREALLOCATE_MAX_STEP);
+        let target = (self.allocated + step).max(end).div_ceil(PREALLOCATE_MIN) * PREALLOCATE_MIN;
+        match self.file.pre_allocate(target, false).await.map_err(std::io::Error::from) {
+            Ok(()) => self.allocated = target,
+            // Not every filesystem can: the write then grows the file itself.
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => self.allocated = u64::MAX,
+            Err(e) => return Err(e),
+        }
+        Ok(())
     }
 
     /// The logical size of the segment (bytes written so far).
@@ -89,6 +116,7 @@ impl SegmentWriter {
         let data_len: usize = chunks.iter().map(|c| c.len()).sum();
         let total = self.partial.len() + data_len;
         let padded = (total as u64).div_ceil(WRITE_ALIGN) * WRITE_ALIGN;
+        self.reserve(self.aligned_pos + padded).await?;
         let mut buf = self.file.alloc_dma_buffer(padded as usize);
         {
             let dst = buf.as_bytes_mut();
