@@ -17,6 +17,15 @@ pub const DEFAULT_LOG_SEGMENT_BYTES: u64 = 1 << 30;
 pub const DEFAULT_LOG_ROLL_MS: u64 = 7 * 24 * 3600 * 1000;
 /// Kafka's default `log.index.interval.bytes`.
 pub const DEFAULT_INDEX_INTERVAL_BYTES: usize = 4096;
+/// Default `max.connections` (broker-wide). Kafka's default is unlimited; each connection costs
+/// two file descriptors and a 64 KiB read buffer, so a bound is kept.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default requests of one connection processed or waiting to be written at once.
+pub const DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION: usize = 64;
+/// Default `queued.max.request.bytes` (broker-wide; Kafka's default is unlimited).
+pub const DEFAULT_QUEUED_MAX_REQUEST_BYTES: usize = 256 << 20;
+/// Kafka's default `connections.max.idle.ms` (10 minutes).
+pub const DEFAULT_CONNECTIONS_MAX_IDLE_MS: u64 = 600_000;
 /// Default bytes of recent batches kept in memory per partition (served without disk reads).
 pub const DEFAULT_TAIL_CACHE_BYTES: usize = 1 << 30;
 
@@ -78,6 +87,18 @@ pub struct BrokerConfig {
     pub message_max_bytes: usize,
     /// `socket.request.max.bytes`
     pub socket_request_max_bytes: usize,
+    /// `max.connections`: connections open at once, over all shards; more are closed at once.
+    pub max_connections: usize,
+    /// `max.connections.per.ip` (unlimited when `None`).
+    pub max_connections_per_ip: Option<usize>,
+    /// `max.in.flight.requests.per.connection` (Strand, broker side): requests of a connection
+    /// processed or waiting to be written at once; the connection is not read meanwhile.
+    pub max_in_flight_per_connection: usize,
+    /// `queued.max.request.bytes`: bytes of requests read and not yet answered, over all shards
+    /// (each shard gets an equal share; unlimited when `None`). Over it, a shard stops reading.
+    pub queued_max_request_bytes: Option<usize>,
+    /// `connections.max.idle.ms`: a connection that sends nothing for this long is closed.
+    pub connections_max_idle_ms: u64,
     /// `log.index.interval.bytes`
     pub index_interval_bytes: usize,
     /// `log.tail.cache.bytes` (Strand): recent bytes per partition served from memory.
@@ -145,6 +166,11 @@ impl Default for BrokerConfig {
             log_roll_ms: DEFAULT_LOG_ROLL_MS,
             message_max_bytes: DEFAULT_MESSAGE_MAX_BYTES,
             socket_request_max_bytes: DEFAULT_SOCKET_REQUEST_MAX_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: None,
+            max_in_flight_per_connection: DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION,
+            queued_max_request_bytes: Some(DEFAULT_QUEUED_MAX_REQUEST_BYTES),
+            connections_max_idle_ms: DEFAULT_CONNECTIONS_MAX_IDLE_MS,
             index_interval_bytes: DEFAULT_INDEX_INTERVAL_BYTES,
             tail_cache_bytes: DEFAULT_TAIL_CACHE_BYTES,
             group_min_session_timeout_ms: 6_000,
@@ -246,6 +272,11 @@ pub const KNOWN_KEYS: &[&str] = &[
     "log.roll.hours",
     "message.max.bytes",
     "socket.request.max.bytes",
+    "max.connections",
+    "max.connections.per.ip",
+    "max.in.flight.requests.per.connection",
+    "queued.max.request.bytes",
+    "connections.max.idle.ms",
     "log.index.interval.bytes",
     "log.tail.cache.bytes",
     "group.min.session.timeout.ms",
@@ -298,6 +329,21 @@ impl BrokerConfig {
             "log.roll.hours" => self.log_roll_ms = parse_num::<u64>(key, v, 1)? * 3_600_000,
             "message.max.bytes" => self.message_max_bytes = parse_num(key, v, 64)?,
             "socket.request.max.bytes" => self.socket_request_max_bytes = parse_num(key, v, 1024)?,
+            "max.connections" => self.max_connections = parse_num(key, v, 1)?,
+            "max.connections.per.ip" => {
+                let n: i64 = parse_num(key, v, 1)?;
+                self.max_connections_per_ip = (n < i32::MAX as i64).then_some(n as usize);
+            }
+            "max.in.flight.requests.per.connection" => self.max_in_flight_per_connection = parse_num(key, v, 1)?,
+            "queued.max.request.bytes" => {
+                // -1 (Kafka's default) means unlimited.
+                let n: i64 = parse_num(key, v, -1)?;
+                if n == 0 {
+                    bail!("invalid value 0 for queued.max.request.bytes: use -1 for unlimited or a positive size");
+                }
+                self.queued_max_request_bytes = (n > 0).then_some(n as usize);
+            }
+            "connections.max.idle.ms" => self.connections_max_idle_ms = parse_num(key, v, 1)?,
             "log.index.interval.bytes" => self.index_interval_bytes = parse_num(key, v, 1)?,
             "log.tail.cache.bytes" => self.tail_cache_bytes = parse_num(key, v, 0)?,
             "group.min.session.timeout.ms" => self.group_min_session_timeout_ms = parse_num(key, v, 1)?,
@@ -468,6 +514,13 @@ mod tests {
         assert!(e.contains("at least 1"), "{e}");
         assert!(c.set_pair("num.partitions").is_err());
         assert!(c.is_explicit("log.segment.bytes") && !c.is_explicit("log.roll.ms"));
+        c.set_pair("queued.max.request.bytes=-1").unwrap();
+        assert_eq!(c.queued_max_request_bytes, None);
+        assert!(c.set_pair("queued.max.request.bytes=0").is_err());
+        c.set_pair("max.connections.per.ip=2147483647").unwrap();
+        assert_eq!(c.max_connections_per_ip, None);
+        c.set_pair("max.connections.per.ip=3").unwrap();
+        assert_eq!(c.max_connections_per_ip, Some(3));
     }
 
     #[test]

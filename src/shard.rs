@@ -286,7 +286,7 @@ impl Shard {
                 out.push(match w {
                     Err(code) => ProduceOutcome { error: code, base_offset: -1, log_start_offset: -1 },
                     Ok((log, info)) => {
-                        let res = if acks == 0 { Ok(()) } else { log.wait_persisted(info.next_offset, acks == -1).await };
+                        let res = if acks == 0 { Ok(()) } else { log.wait_persisted(&info, acks == -1).await };
                         match res {
                             Ok(()) => ProduceOutcome { error: 0, base_offset: info.base_offset, log_start_offset: info.log_start_offset },
                             Err(e) => ProduceOutcome { error: e.kafka_code(), base_offset: -1, log_start_offset: -1 },
@@ -307,7 +307,7 @@ impl Shard {
                 continue;
             };
             let res = log.read_for_send(item.offset, item.max_bytes);
-            let (hw, start) = (log.next_offset(), log.log_start_offset());
+            let (hw, start) = (log.high_watermark(), log.log_start_offset());
             out.push(match res {
                 Ok(data) => FetchOutcome { error: 0, high_watermark: hw, log_start_offset: start, records: data.chunks, bytes: data.bytes },
                 Err(e) => FetchOutcome { error: e.kafka_code(), high_watermark: hw, log_start_offset: start, ..Default::default() },
@@ -342,7 +342,7 @@ impl Shard {
             };
             let r = match item.timestamp {
                 // LATEST, and LATEST_TIERED (-5): the log end offset.
-                -1 | -5 => ListOffsetsOutcome { error: 0, timestamp: -1, offset: log.next_offset() },
+                -1 | -5 => ListOffsetsOutcome { error: 0, timestamp: -1, offset: log.high_watermark() },
                 // EARLIEST, EARLIEST_LOCAL (-4).
                 -2 | -4 => ListOffsetsOutcome { error: 0, timestamp: -1, offset: log.log_start_offset() },
                 // MAX_TIMESTAMP

@@ -122,7 +122,7 @@ impl GroupStore {
             .map_err(|e| StorageError::Failed(format!("encode group record: {e}")))?;
         let summary = batch::validate_batches(&buf, usize::MAX).map_err(|e| StorageError::Failed(e.to_string()))?;
         let info = self.log.append(buf, &summary, true)?;
-        self.log.wait_persisted(info.next_offset, true).await
+        self.log.wait_persisted(&info, true).await
     }
 
     /// Reads every record of the log in order.

@@ -4,26 +4,54 @@
 //! order (their ordering-sensitive part runs before the next frame is read) and run
 //! concurrently; a writer task sends the responses strictly in request order, as Kafka clients
 //! that pipeline require. Bad framing closes this connection only.
+//!
+//! Limits (all read-side backpressure: a client is slowed, never answered with an error):
+//! - `max.in.flight.requests.per.connection`: the reader stops while that many requests of the
+//!   connection are processed or waiting to be written;
+//! - fetches of one connection run one at a time, in order, and only while the connection's
+//!   finished but unwritten fetch responses are under `MAX_UNWRITTEN_FETCH_BYTES`; the reader
+//!   stops too while they are over it. A client that fetches and never reads its socket holds
+//!   at most that much plus one response (Kafka serves one request per connection at a time;
+//!   clients keep one fetch in flight per connection, so nothing is lost). Its writer awaits the
+//!   socket, so it never blocks the shard;
+//! - `queued.max.request.bytes` (`ShardConnections`): bytes of requests read and not yet
+//!   answered on this shard; over the shard's share, every connection of the shard waits before
+//!   reading its next request body until memory is released;
+//! - `connections.max.idle.ms`: a per-shard sweep closes connections that sent nothing for that
+//!   long (no timer per request);
+//! - `max.connections` / `max.connections.per.ip` (`ConnectionCounter`): counted over all shards
+//!   at accept and close only; a connection over the limit is closed at once, as Kafka does.
 
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use event_listener::Event;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 use tracing::{debug, warn};
 
+use crate::config::BrokerConfig;
 use crate::handlers::{self, Response};
 use crate::storage::LogChunk;
 use crate::protocol::{self, FrameError};
 use crate::shard::Shard;
 
-/// Requests of one connection being processed or waiting to be written at once; the reader
-/// stops reading when this many are outstanding (backpressure on a pipelining client).
-pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 64;
 /// Read buffer per connection.
 const READ_BUFFER_BYTES: usize = 64 << 10;
+/// Finished fetch responses of one connection not yet written, above which it is not read and
+/// its next fetch waits.
+pub const MAX_UNWRITTEN_FETCH_BYTES: usize = 32 << 20;
+/// Bounds of the idle sweep period (a tenth of `connections.max.idle.ms` in between).
+const IDLE_SWEEP_MIN: Duration = Duration::from_millis(50);
+const IDLE_SWEEP_MAX: Duration = Duration::from_secs(1);
 
 /// Most iovecs handed to one sendmsg(2).
 const MAX_IOVECS: usize = 64;
@@ -32,9 +60,193 @@ const MAX_IOVECS: usize = 64;
 /// goes out by sendmsg/sendfile without being copied.
 const WAIT_CHUNK_BYTES: usize = 16 << 10;
 
-type ResponseTask = glommio::Task<Option<Response>>;
+/// A dispatched request's response, and whether it is a fetch response (counted as unwritten).
+type ResponseTask = (glommio::Task<Option<Response>>, bool);
 
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+/// Open connections over all shards (`max.connections`, `max.connections.per.ip`). Touched at
+/// accept and close only, never per request: an atomic counter, and a map under a mutex only
+/// when a per-IP limit is set.
+pub struct ConnectionCounter {
+    open: AtomicUsize,
+    max: usize,
+    max_per_ip: Option<usize>,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One counted connection; dropping it gives the slot back.
+pub struct ConnectionPermit {
+    counter: Arc<ConnectionCounter>,
+    ip: Option<IpAddr>,
+}
+
+impl ConnectionCounter {
+    pub fn new(config: &BrokerConfig) -> Arc<ConnectionCounter> {
+        Arc::new(ConnectionCounter {
+            open: AtomicUsize::new(0),
+            max: config.max_connections,
+            max_per_ip: config.max_connections_per_ip,
+            per_ip: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Takes a slot for a new connection from `ip`, or `None` when a limit is reached.
+    pub fn try_acquire(self: &Arc<Self>, ip: Option<IpAddr>) -> Option<ConnectionPermit> {
+        if self.open.fetch_add(1, Ordering::AcqRel) >= self.max {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        let ip = match (self.max_per_ip, ip) {
+            (Some(max), Some(ip)) => {
+                let mut map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+                let n = map.entry(ip).or_insert(0);
+                if *n >= max {
+                    drop(map);
+                    self.open.fetch_sub(1, Ordering::AcqRel);
+                    return None;
+                }
+                *n += 1;
+                Some(ip)
+            }
+            _ => None,
+        };
+        Some(ConnectionPermit { counter: self.clone(), ip })
+    }
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        if let Some(ip) = self.ip {
+            let mut map = self.counter.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = map.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&ip);
+                }
+            }
+        }
+        self.counter.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The connections of one shard: the shard's request memory budget and the idle sweep.
+pub struct ShardConnections {
+    /// This shard's share of `queued.max.request.bytes`.
+    budget: Option<usize>,
+    queued: Cell<usize>,
+    released: Event,
+    idle_after: Duration,
+    open: RefCell<HashMap<u64, Rc<ConnState>>>,
+    next_id: Cell<u64>,
+}
+
+/// What the shard knows of one of its connections.
+struct ConnState {
+    fd: i32,
+    last_read: Cell<Instant>,
+    /// Bytes of finished fetch responses not yet written; the event fires when some are written
+    /// or a fetch ends.
+    unwritten: Cell<usize>,
+    written: Event,
+    /// Fetch turns, in request order: the next ticket to give and the one allowed to run.
+    fetch_tickets: Cell<u64>,
+    fetch_turn: Cell<u64>,
+}
+
+/// Bytes of a request counted against the shard's budget until dropped (when it is answered).
+struct BudgetPermit {
+    conns: Rc<ShardConnections>,
+    bytes: usize,
+}
+
+impl Drop for BudgetPermit {
+    fn drop(&mut self) {
+        let q = &self.conns.queued;
+        q.set(q.get() - self.bytes);
+        self.conns.released.notify(usize::MAX);
+    }
+}
+
+impl ShardConnections {
+    pub fn new(config: &BrokerConfig, shards: usize) -> Rc<ShardConnections> {
+        Rc::new(ShardConnections {
+            budget: config.queued_max_request_bytes.map(|b| (b / shards.max(1)).max(1)),
+            queued: Cell::new(0),
+            released: Event::new(),
+            idle_after: Duration::from_millis(config.connections_max_idle_ms),
+            open: RefCell::new(HashMap::new()),
+            next_id: Cell::new(0),
+        })
+    }
+
+    /// Bytes of requests read and not yet answered on this shard.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.get()
+    }
+
+    /// Waits until `bytes` more fit in the budget (a request larger than the whole budget is
+    /// let through alone), then counts them.
+    async fn acquire(self: &Rc<Self>, bytes: usize) -> BudgetPermit {
+        if let Some(budget) = self.budget {
+            loop {
+                let listener = self.released.listen();
+                let q = self.queued.get();
+                if q == 0 || q + bytes <= budget {
+                    break;
+                }
+                listener.await;
+            }
+        }
+        self.queued.set(self.queued.get() + bytes);
+        BudgetPermit { conns: self.clone(), bytes }
+    }
+
+    /// Closes connections of this shard that sent nothing for `connections.max.idle.ms`.
+    /// Runs for the life of the shard.
+    pub async fn sweep_idle(self: Rc<Self>) {
+        let period = (self.idle_after / 10).clamp(IDLE_SWEEP_MIN, IDLE_SWEEP_MAX);
+        loop {
+            glommio::timer::sleep(period).await;
+            let now = Instant::now();
+            for c in self.open.borrow().values() {
+                if now.duration_since(c.last_read.get()) >= self.idle_after {
+                    // The reader sees the end of the stream and the connection winds down.
+                    c.last_read.set(now);
+                    shutdown(c.fd);
+                }
+            }
+        }
+    }
+}
+
+/// Kafka's Fetch API key.
+const FETCH_API_KEY: i16 = 1;
+
+impl ConnState {
+    /// Waits until `ready` holds, re-checking whenever a response is written or a fetch ends.
+    async fn wait(&self, ready: impl Fn(&ConnState) -> bool) {
+        loop {
+            let listener = self.written.listen();
+            if ready(self) {
+                return;
+            }
+            listener.await;
+        }
+    }
+}
+
+/// Removes a connection from its shard's table when it ends.
+struct Registered {
+    conns: Rc<ShardConnections>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.conns.open.borrow_mut().remove(&self.id);
+    }
+}
+
+pub async fn serve(shard: Rc<Shard>, conns: Rc<ShardConnections>, stream: TcpStream, _permit: ConnectionPermit) {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
@@ -54,8 +266,22 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
         }
     }
-    let (tx, rx) = local_channel::new_bounded::<ResponseTask>(MAX_IN_FLIGHT_PER_CONNECTION);
-    let writer = glommio::spawn_local(write_responses(wstream, rx, wfd)).detach();
+    let state = Rc::new(ConnState {
+        fd,
+        last_read: Cell::new(Instant::now()),
+        unwritten: Cell::new(0),
+        written: Event::new(),
+        fetch_tickets: Cell::new(0),
+        fetch_turn: Cell::new(0),
+    });
+    let id = conns.next_id.get();
+    conns.next_id.set(id + 1);
+    conns.open.borrow_mut().insert(id, state.clone());
+    let _registered = Registered { conns: conns.clone(), id };
+    // The writer awaits one task and the channel holds the rest.
+    let queue = shard.config.max_in_flight_per_connection.saturating_sub(1).max(1);
+    let (tx, rx) = local_channel::new_bounded::<ResponseTask>(queue);
+    let writer = glommio::spawn_local(write_responses(wstream, rx, wfd, state.clone())).detach();
 
     let max_frame = shard.config.socket_request_max_bytes;
     let conn = handlers::ConnContext {
@@ -63,23 +289,49 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     };
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, stream);
     loop {
+        // A client that does not read its responses is not read either.
+        state.wait(|s| s.unwritten.get() <= MAX_UNWRITTEN_FETCH_BYTES).await;
         // Backpressure: while the shard's device is behind, read no more requests.
         crate::storage::memory::wait_for_write_room().await;
-        match read_frame(&mut reader, max_frame).await {
+        match read_frame(&mut reader, max_frame, &conns).await {
             Ok(None) => break,
-            Ok(Some(frame)) => match handlers::dispatch(&shard, &conn, frame) {
-                Ok(fut) => {
-                    let task = glommio::spawn_local(fut);
-                    if tx.send(task).await.is_err() {
+            Ok(Some((frame, permit))) => {
+                let is_fetch = frame.len() >= 2 && i16::from_be_bytes([frame[0], frame[1]]) == FETCH_API_KEY;
+                let fut = match handlers::dispatch(&shard, &conn, frame) {
+                    Ok(fut) => fut,
+                    Err(e) => {
+                        warn!(%peer, "closing connection: {e}");
+                        shutdown(fd);
                         break;
                     }
-                }
-                Err(e) => {
-                    warn!(%peer, "closing connection: {e}");
-                    shutdown(fd);
+                };
+                state.last_read.set(Instant::now());
+                let st = state.clone();
+                let task = if is_fetch {
+                    let ticket = st.fetch_tickets.get();
+                    st.fetch_tickets.set(ticket + 1);
+                    glommio::spawn_local(async move {
+                        st.wait(|s| s.fetch_turn.get() == ticket && s.unwritten.get() <= MAX_UNWRITTEN_FETCH_BYTES).await;
+                        let out = fut.await;
+                        drop(permit);
+                        if let Some(r) = &out {
+                            st.unwritten.set(st.unwritten.get() + r.len());
+                        }
+                        st.fetch_turn.set(ticket + 1);
+                        st.written.notify(usize::MAX);
+                        out
+                    })
+                } else {
+                    glommio::spawn_local(async move {
+                        let out = fut.await;
+                        drop(permit);
+                        out
+                    })
+                };
+                if tx.send((task, is_fetch)).await.is_err() {
                     break;
                 }
-            },
+            }
             Err(ReadError::Frame(e)) => {
                 warn!(%peer, "closing connection: {e}");
                 shutdown(fd);
@@ -106,8 +358,9 @@ enum ReadError {
     Io(std::io::Error),
 }
 
-/// Reads one size-prefixed frame. `Ok(None)` on a clean end of stream between frames.
-async fn read_frame(reader: &mut BufReader<TcpStream>, max: usize) -> Result<Option<Bytes>, ReadError> {
+/// Reads one size-prefixed frame, counted against the shard's request budget (waiting for room
+/// before its body is read). `Ok(None)` on a clean end of stream between frames.
+async fn read_frame(reader: &mut BufReader<TcpStream>, max: usize, conns: &Rc<ShardConnections>) -> Result<Option<(Bytes, BudgetPermit)>, ReadError> {
     let mut len = [0u8; 4];
     match reader.read_exact(&mut len).await {
         Ok(()) => {}
@@ -115,23 +368,32 @@ async fn read_frame(reader: &mut BufReader<TcpStream>, max: usize) -> Result<Opt
         Err(e) => return Err(ReadError::Io(e)),
     }
     let len = protocol::check_frame_len(i32::from_be_bytes(len), max).map_err(ReadError::Frame)?;
+    let permit = conns.acquire(len).await;
     let mut buf = BytesMut::zeroed(len);
     reader.read_exact(&mut buf).await.map_err(ReadError::Io)?;
-    Ok(Some(buf.freeze()))
+    Ok(Some((buf.freeze(), permit)))
 }
 
-async fn write_responses(mut stream: TcpStream, rx: local_channel::LocalReceiver<ResponseTask>, fd: i32) {
-    while let Some(task) = rx.recv().await {
+async fn write_responses(mut stream: TcpStream, rx: local_channel::LocalReceiver<ResponseTask>, fd: i32, state: Rc<ConnState>) {
+    while let Some((task, is_fetch)) = rx.recv().await {
         let Some(response) = task.await else { continue };
-        if let Err(e) = send_response(&mut stream, fd, &response.chunks).await {
+        let res = send_response(&mut stream, fd, &response.chunks).await;
+        if is_fetch {
+            state.unwritten.set(state.unwritten.get() - response.len());
+            state.written.notify(usize::MAX);
+        }
+        if let Err(e) = res {
             debug!("connection write failed: {e}");
             shutdown(fd);
             break;
         }
     }
     // Drain: finish (and drop) whatever was dispatched, so appends still complete.
-    while let Some(task) = rx.recv().await {
-        let _ = task.await;
+    while let Some((task, is_fetch)) = rx.recv().await {
+        if let (Some(response), true) = (task.await, is_fetch) {
+            state.unwritten.set(state.unwritten.get() - response.len());
+            state.written.notify(usize::MAX);
+        }
     }
 }
 

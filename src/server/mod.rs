@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use glommio::{LocalExecutorBuilder, Placement};
-use tracing::{error, info};
+use tracing::{debug, error, info};
 
 use crate::config::BrokerConfig;
 use crate::metadata::MetadataStore;
@@ -51,6 +51,7 @@ pub fn run(mut config: BrokerConfig) -> Result<()> {
     let mut store = Some(store);
     let shards = config.shards;
     let mesh = build_mesh(shards);
+    let counter = connection::ConnectionCounter::new(&config);
     // Shards count themselves ready here; none accepts before all are (a blocking barrier inside
     // an executor would freeze its reactor while peers may still need it).
     let ready = Arc::new(AtomicUsize::new(0));
@@ -63,6 +64,7 @@ pub fn run(mut config: BrokerConfig) -> Result<()> {
         let store = if id == 0 { store.take() } else { None };
         let ready = ready.clone();
         let failed = failed.clone();
+        let counter = counter.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{id}"))
             .spawn(move || async move {
@@ -107,10 +109,22 @@ pub fn run(mut config: BrokerConfig) -> Result<()> {
                 while ready.load(Ordering::SeqCst) < shards {
                     glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
                 }
+                let conns = connection::ShardConnections::new(&shard.config, shards);
+                glommio::spawn_local(conns.clone().sweep_idle()).detach();
                 loop {
                     match listener.accept().await {
                         Ok(stream) => {
-                            glommio::spawn_local(connection::serve(shard.clone(), stream)).detach();
+                            let ip = stream.peer_addr().ok().map(|a| a.ip());
+                            match counter.try_acquire(ip) {
+                                Some(permit) => {
+                                    glommio::spawn_local(connection::serve(shard.clone(), conns.clone(), stream, permit)).detach();
+                                }
+                                // Over max.connections(.per.ip): closed at once, as Kafka does.
+                                None => {
+                                    debug!(shard = id, ?ip, "connection refused: too many connections");
+                                    drop(stream);
+                                }
+                            }
                         }
                         Err(e) => {
                             error!(shard = id, "accept failed: {e}");

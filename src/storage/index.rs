@@ -38,6 +38,14 @@ impl SegmentIndex {
         self.bytes_since_last += size;
     }
 
+    /// Forgets the entries at or after `rel_offset` (the log was cut back there); the next
+    /// append adds an entry.
+    pub fn truncate(&mut self, rel_offset: u32) {
+        let keep = self.entries.partition_point(|e| e.rel_offset < rel_offset);
+        self.entries.truncate(keep);
+        self.bytes_since_last = usize::MAX / 2;
+    }
+
     /// The entry with the greatest relative offset <= `rel`, if any.
     pub fn lookup_offset(&self, rel: u32) -> Option<IndexEntry> {
         let i = self.entries.partition_point(|e| e.rel_offset <= rel);

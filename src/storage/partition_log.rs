@@ -8,6 +8,21 @@
 //! for pipelined requests); durability is awaited separately. One writer task per partition
 //! drains the pending batches: everything appended while a write is in flight goes out in the
 //! next single DMA write, followed by one fdatasync when any of it was produced with acks=all.
+//!
+//! A failed write, fdatasync or segment roll (ENOSPC, EIO) does not stop the log for good:
+//! - the log end is cut back to the written offset: batches not yet on the device (the failed
+//!   write and everything appended after it) are dropped from the pending queue, the tail cache,
+//!   the segment's size and index and the producer state, and their producers are answered with
+//!   KAFKA_STORAGE_ERROR. Their offsets are given to the next batches, so offsets stay dense and
+//!   no consumer ever saw them (reads stop at the high watermark, the written offset; and the
+//!   file is cut back to its logical size before the next write);
+//! - data already written stays readable and is never touched again; after a failed fdatasync,
+//!   acks=all producers waiting for it get the error (their data may still become durable, as
+//!   with a timeout) and the next sync retries;
+//! - appends are refused with KAFKA_STORAGE_ERROR while the log is failed; the writer retries
+//!   after a backoff (`FAILURE_BACKOFF_*`): it cuts the file back to its logical size and takes
+//!   appends again. When space is back, the next write succeeds and the log goes on.
+//! The maximum timestamp of the segment is not rolled back (it may over-estimate).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -29,6 +44,11 @@ use super::{memory, FileRange, LogChunk, StorageError};
 
 /// Largest number of bytes the writer task puts in one DMA write.
 const MAX_WRITE_BYTES: usize = 8 << 20;
+/// First and largest wait before a failed log takes appends again.
+const FAILURE_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const FAILURE_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Cut-backs remembered, so a waiting producer can tell whether its batch was dropped.
+const ROLLBACK_HISTORY: usize = 256;
 /// Extra bytes read past `max_bytes` so the batch at an index point's offset is reached.
 const READ_SLACK: usize = 64 << 10;
 /// Bytes of a segment file read at once to find batch boundaries (headers only) when planning
@@ -93,6 +113,8 @@ pub struct AppendInfo {
     /// Offset after the last record appended.
     pub next_offset: i64,
     pub log_start_offset: i64,
+    /// Cut-backs of the log before this append (see `wait_persisted`).
+    pub epoch: u64,
 }
 
 /// The result of a read: whole batches, in order.
@@ -152,7 +174,11 @@ struct LogState {
     pending: VecDeque<Pending>,
     cache: VecDeque<CachedBatches>,
     cache_bytes: usize,
+    /// Set from a failed write until the writer's backoff ends; appends are refused meanwhile.
     failed: Option<String>,
+    /// Number of cut-backs after failed writes, and the offset each cut back to (newest last).
+    epoch: u64,
+    rollbacks: VecDeque<(u64, i64)>,
     closed: bool,
     producers: ProducerStates,
     last_producer_expiry_ms: i64,
@@ -165,9 +191,7 @@ pub struct PartitionLog {
     /// Replaced in place when the topic's configs change (`update_config`); read at each use.
     config: RefCell<LogConfig>,
     state: RefCell<LogState>,
-    /// Fired on every append (wakes parked fetches).
-    appended: Event,
-    /// Fired when written/durable offsets advance or the log fails.
+    /// Fired when written/durable offsets advance (wakes parked fetches) or the log fails.
     progress: Event,
     /// Fired when there is work for the writer task.
     work: Event,
@@ -288,11 +312,12 @@ impl PartitionLog {
                 cache: VecDeque::new(),
                 cache_bytes: 0,
                 failed: None,
+                epoch: 0,
+                rollbacks: VecDeque::new(),
                 closed: false,
                 producers,
                 last_producer_expiry_ms: now_ms(),
             }),
-            appended: Event::new(),
             progress: Event::new(),
             work: Event::new(),
             writer_running: Cell::new(true),
@@ -330,6 +355,12 @@ impl PartitionLog {
         self.state.borrow().next_offset
     }
 
+    /// High watermark: the end of what is on the device. Readers see nothing past it, so they
+    /// never see a batch that a failed write later drops (its offsets are reused).
+    pub fn high_watermark(&self) -> i64 {
+        self.state.borrow().written_offset
+    }
+
     pub fn log_start_offset(&self) -> i64 {
         self.state.borrow().log_start_offset
     }
@@ -357,7 +388,7 @@ impl PartitionLog {
             match st.producers.check(summary.producer_id, summary.producer_epoch, summary.base_sequence, last) {
                 SequenceCheck::Accept => {}
                 SequenceCheck::Duplicate { base_offset, last_offset } => {
-                    return Ok(AppendInfo { duplicate: true, base_offset, next_offset: last_offset + 1, log_start_offset: st.log_start_offset });
+                    return Ok(AppendInfo { duplicate: true, base_offset, next_offset: last_offset + 1, log_start_offset: st.log_start_offset, epoch: st.epoch });
                 }
                 SequenceCheck::Reject(code) => return Err(StorageError::Refused(code)),
             }
@@ -420,24 +451,39 @@ impl PartitionLog {
         self.last_used.set(memory::touch());
         st.cache.push_back(CachedBatches { base_offset: base, next_offset: next, bytes });
         let log_start_offset = st.log_start_offset;
+        let epoch = st.epoch;
         drop(st);
         self.work.notify(1);
-        self.appended.notify(usize::MAX);
-        Ok(AppendInfo { duplicate: false, base_offset: base, next_offset: next, log_start_offset })
+        Ok(AppendInfo { duplicate: false, base_offset: base, next_offset: next, log_start_offset, epoch })
     }
 
-    /// Waits until every offset below `upto` is on the device (acks=1) or durable (acks=all).
-    pub async fn wait_persisted(&self, upto: i64, durable: bool) -> Result<(), StorageError> {
+    /// Waits until the batches of an append are on the device (acks=1) or durable (acks=all).
+    /// Fails when they were dropped after a failed write, or the log is failed before they are
+    /// persisted.
+    pub async fn wait_persisted(&self, info: &AppendInfo, durable: bool) -> Result<(), StorageError> {
+        let upto = info.next_offset;
         loop {
             let listener = self.progress.listen();
             {
                 let st = self.state.borrow();
-                if let Some(e) = &st.failed {
-                    return Err(StorageError::Failed(e.clone()));
+                if st.epoch != info.epoch {
+                    // The first cut-back after this append decides: below its offset, the batch
+                    // was written before it and survives; otherwise it was dropped.
+                    let dropped = match st.rollbacks.iter().find(|(e, _)| *e > info.epoch) {
+                        Some(&(_, to)) => to < upto,
+                        None => true,
+                    };
+                    if dropped {
+                        let why = st.failed.clone().unwrap_or_else(|| "write failed".into());
+                        return Err(StorageError::Failed(format!("not written: {why}")));
+                    }
                 }
                 let reached = if durable { st.durable_offset } else { st.written_offset };
                 if reached >= upto {
                     return Ok(());
+                }
+                if let Some(e) = &st.failed {
+                    return Err(StorageError::Failed(e.clone()));
                 }
                 if st.closed {
                     return Err(StorageError::Closed);
@@ -447,11 +493,11 @@ impl PartitionLog {
         }
     }
 
-    /// Waits until the log end moves past `offset` or `deadline` passes.
+    /// Waits until the high watermark moves past `offset` or `deadline` passes.
     pub async fn wait_for_data(&self, offset: i64, deadline: Instant) {
         loop {
-            let listener = self.appended.listen();
-            if self.next_offset() > offset || self.state.borrow().closed {
+            let listener = self.progress.listen();
+            if self.high_watermark() > offset || self.state.borrow().closed {
                 return;
             }
             let now = Instant::now();
@@ -467,7 +513,8 @@ impl PartitionLog {
     }
 
     /// Reads whole batches starting with the one that contains `offset`, up to `max_bytes`
-    /// (always at least one batch). Returns `OffsetOutOfRange` outside [log start, log end].
+    /// (always at least one batch) and below the high watermark. Returns `OffsetOutOfRange`
+    /// outside [log start, log end].
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadData, StorageError> {
         let mut at = offset;
         loop {
@@ -476,11 +523,11 @@ impl PartitionLog {
                 if offset < st.log_start_offset || offset > st.next_offset {
                     return Err(StorageError::OffsetOutOfRange);
                 }
-                if at >= st.next_offset {
+                if at >= st.written_offset {
                     return Ok(ReadData::default());
                 }
                 if st.cache.front().is_some_and(|c| at >= c.base_offset) {
-                    return Ok(read_cache(&st.cache, at, max_bytes));
+                    return Ok(read_cache(&st.cache, at, max_bytes, st.written_offset));
                 }
                 let si = st.segments.partition_point(|s| s.base_offset <= at).saturating_sub(1);
                 let seg = &st.segments[si];
@@ -502,7 +549,8 @@ impl PartitionLog {
     /// that contains `offset`, up to `max_bytes` (always at least one batch). Batches still in
     /// the tail cache are returned as slices of the appended `Bytes`; older ones as a range of
     /// the segment file (found from the index and batch headers only), to be sent with
-    /// sendfile. Returns `OffsetOutOfRange` outside [log start, log end].
+    /// sendfile. Stops at the high watermark. Returns `OffsetOutOfRange` outside
+    /// [log start, log end].
     pub fn read_for_send(&self, offset: i64, max_bytes: usize) -> Result<SendData, StorageError> {
         let mut st = self.state.borrow_mut();
         if offset < st.log_start_offset || offset > st.next_offset {
@@ -510,12 +558,12 @@ impl PartitionLog {
         }
         let mut at = offset;
         loop {
-            if at >= st.next_offset {
+            if at >= st.written_offset {
                 return Ok(SendData::default());
             }
             if st.cache.front().is_some_and(|c| at >= c.base_offset) {
                 self.last_used.set(memory::touch());
-                let data = read_cache(&st.cache, at, max_bytes);
+                let data = read_cache(&st.cache, at, max_bytes, st.written_offset);
                 return Ok(SendData { bytes: data.bytes, chunks: data.chunks.into_iter().map(LogChunk::Mem).collect() });
             }
             let si = st.segments.partition_point(|s| s.base_offset <= at).saturating_sub(1);
@@ -644,7 +692,6 @@ impl PartitionLog {
     pub fn close(&self) {
         self.state.borrow_mut().closed = true;
         self.work.notify(usize::MAX);
-        self.appended.notify(usize::MAX);
         self.progress.notify(usize::MAX);
     }
 
@@ -676,10 +723,67 @@ impl PartitionLog {
         self.writer_running.get()
     }
 
+    /// A write, sync or roll failed: refuse appends until the writer's backoff ends and cut the
+    /// log back to what is on the device (see the module doc).
     fn fail(&self, err: &std::io::Error) {
-        warn!(topic = %self.topic, partition = self.partition, "log write failed: {err}");
-        self.state.borrow_mut().failed = Some(err.to_string());
+        let mut st = self.state.borrow_mut();
+        let to = st.written_offset;
+        let dropped = st.next_offset - to;
+        warn!(topic = %self.topic, partition = self.partition, written_offset = to, dropped_records = dropped, "log write failed, appends refused for a while: {err}");
+        st.failed = Some(err.to_string());
+        let (mut unwritten, mut evicted) = (0, 0);
+        if dropped > 0 {
+            st.next_offset = to;
+            unwritten = st.pending.drain(..).map(|p| p.bytes.len()).sum();
+            st.sync_wanted = st.sync_wanted.min(to);
+            // Segments made by a roll whose file was never opened go; the active one is cut back.
+            while st.segments.len() > 1 && st.segments.last().is_some_and(|s| s.file.is_none()) {
+                st.segments.pop();
+            }
+            let active = st.segments.last_mut().unwrap();
+            active.size = active.written_size;
+            active.next_offset = to.max(active.base_offset);
+            let rel = (to - active.base_offset).max(0) as u32;
+            active.index.truncate(rel);
+            while st.cache.back().is_some_and(|c| c.base_offset >= to) {
+                let c = st.cache.pop_back().unwrap();
+                st.cache_bytes -= c.bytes.len();
+                evicted += c.bytes.len();
+            }
+            st.producers.truncate(to);
+            st.epoch += 1;
+            let epoch = st.epoch;
+            st.rollbacks.push_back((epoch, to));
+            if st.rollbacks.len() > ROLLBACK_HISTORY {
+                st.rollbacks.pop_front();
+            }
+        }
+        drop(st);
+        // The dropped batches no longer wait for the device nor sit in the tail cache.
+        memory::on_written(unwritten);
+        memory::on_evicted(evicted);
         self.progress.notify(usize::MAX);
+    }
+
+    /// After a failure: waits (growing backoff), cuts the file back to the writer's logical size
+    /// (what a failed write may have left beyond it goes) and takes appends again. Returns false
+    /// when the log was closed meanwhile.
+    async fn recover(&self, writer: &SegmentWriter) -> bool {
+        let mut backoff = FAILURE_BACKOFF_MIN;
+        loop {
+            glommio::timer::sleep(backoff).await;
+            if self.state.borrow().closed {
+                return false;
+            }
+            match writer.file.truncate(writer.size()).await {
+                Ok(()) => break,
+                Err(e) => warn!(topic = %self.topic, partition = self.partition, "log still failing: {e}"),
+            }
+            backoff = (backoff * 2).min(FAILURE_BACKOFF_MAX);
+        }
+        self.state.borrow_mut().failed = None;
+        info!(topic = %self.topic, partition = self.partition, "log takes appends again after a failure");
+        true
     }
 }
 
@@ -865,10 +969,10 @@ fn walk_batches(file: &std::fs::File, mut pos: u64, end: u64, mut f: impl FnMut(
     Ok(())
 }
 
-fn read_cache(cache: &VecDeque<CachedBatches>, offset: i64, max_bytes: usize) -> ReadData {
+fn read_cache(cache: &VecDeque<CachedBatches>, offset: i64, max_bytes: usize, end: i64) -> ReadData {
     let mut out = ReadData::default();
     let first = cache.partition_point(|c| c.next_offset <= offset);
-    for c in cache.iter().skip(first) {
+    for c in cache.iter().skip(first).take_while(|c| c.base_offset < end) {
         for (pos, h) in batch::iter_headers(&c.bytes) {
             if h.next_offset() <= offset {
                 continue;
@@ -971,6 +1075,9 @@ async fn run_writer(log: Rc<PartitionLog>, mut writer: SegmentWriter) {
             if want_sync {
                 if let Err(e) = writer.sync().await {
                     log.fail(&e);
+                    if log.recover(&writer).await {
+                        continue;
+                    }
                     break;
                 }
                 let mut st = log.state.borrow_mut();
@@ -989,6 +1096,9 @@ async fn run_writer(log: Rc<PartitionLog>, mut writer: SegmentWriter) {
                 Err(e) => {
                     memory::on_written(chunks.iter().map(|c| c.len()).sum());
                     log.fail(&e);
+                    if log.recover(&writer).await {
+                        continue;
+                    }
                     break;
                 }
             }
@@ -1001,6 +1111,9 @@ async fn run_writer(log: Rc<PartitionLog>, mut writer: SegmentWriter) {
             Ok(s) => s,
             Err(e) => {
                 log.fail(&e);
+                if log.recover(&writer).await {
+                    continue;
+                }
                 break;
             }
         };
@@ -1008,16 +1121,16 @@ async fn run_writer(log: Rc<PartitionLog>, mut writer: SegmentWriter) {
             let st = log.state.borrow();
             st.sync_wanted > st.durable_offset
         };
+        let mut sync_failed = None;
         if sync_now {
             if let Err(e) = writer.sync().await {
-                log.fail(&e);
-                break;
+                sync_failed = Some(e);
             }
         }
         {
             let mut st = log.state.borrow_mut();
             st.written_offset = last_next;
-            if sync_now {
+            if sync_now && sync_failed.is_none() {
                 st.durable_offset = last_next;
             }
             if let Some(seg) = st.segments.iter_mut().rev().find(|s| s.base_offset == segment_base) {
@@ -1040,6 +1153,13 @@ async fn run_writer(log: Rc<PartitionLog>, mut writer: SegmentWriter) {
         }
         memory::enforce();
         log.progress.notify(usize::MAX);
+        if let Some(e) = sync_failed {
+            // Written but not known durable: stays; what is still pending is dropped.
+            log.fail(&e);
+            if !log.recover(&writer).await {
+                break;
+            }
+        }
     }
     log.writer_running.set(false);
     log.progress.notify(usize::MAX);
@@ -1048,6 +1168,22 @@ async fn run_writer(log: Rc<PartitionLog>, mut writer: SegmentWriter) {
 /// Seals the active segment (truncate padding, fdatasync, write its indexes and the producer
 /// snapshot at the new base offset) and opens the next.
 async fn roll(log: &PartitionLog, old: &SegmentWriter, new_base: i64) -> std::io::Result<SegmentWriter> {
+    let res = try_roll(log, old, new_base).await;
+    if res.is_err() {
+        // Leave the old segment active, as if the roll had not begun: a later start must not
+        // take it for sealed (its index would cut off what is written after this) nor find the
+        // new, empty segment after it.
+        let old_path = segment::segment_path(&log.dir, old.base_offset);
+        index::remove_index_files(&old_path);
+        let _ = std::fs::remove_file(segment::segment_path(&log.dir, new_base));
+        let _ = std::fs::remove_file(producer_state::snapshot_path(&log.dir, new_base));
+        let _ = segment::sync_dir(&log.dir);
+        // The snapshot was taken out of the new segment; it is dropped with it by `fail`.
+    }
+    res
+}
+
+async fn try_roll(log: &PartitionLog, old: &SegmentWriter, new_base: i64) -> std::io::Result<SegmentWriter> {
     old.seal().await?;
     let (index, seal, old_path, new_path, snapshot) = {
         let mut st = log.state.borrow_mut();
@@ -1128,7 +1264,7 @@ mod tests {
                 let mut last = None;
                 for _ in 0..60 {
                     let info = append(&log, idempotent_batch(42, 0, seq, 5)).unwrap();
-                    log.wait_persisted(info.next_offset, true).await.unwrap();
+                    log.wait_persisted(&info, true).await.unwrap();
                     last = Some((seq, info.base_offset));
                     seq += 5;
                 }

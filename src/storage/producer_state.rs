@@ -100,6 +100,16 @@ impl ProducerStates {
         e.last_append_ms = e.last_append_ms.max(now_ms);
     }
 
+    /// Forgets every batch at or after `offset` (the log was cut back to `offset` after a failed
+    /// write). Batches already pushed out of the retained window are not restored.
+    pub fn truncate(&mut self, offset: i64) {
+        for e in self.map.values_mut() {
+            while e.batches.back().is_some_and(|b| b.last_offset >= offset) {
+                e.batches.pop_back();
+            }
+        }
+    }
+
     /// Forgets producers idle for longer than `max_idle_ms` (`producer.id.expiration.ms`).
     pub fn expire(&mut self, now_ms: i64, max_idle_ms: i64) -> usize {
         let before = self.map.len();
