@@ -8,6 +8,7 @@ pub mod index;
 pub mod partition_log;
 pub mod producer_state;
 pub mod segment;
+pub mod verify;
 
 pub use partition_log::{AppendInfo, LogConfig, PartitionLog, ReadData};
 
