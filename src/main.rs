@@ -96,6 +96,8 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("STRAND_LOG").unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: logs redirected to a file stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     if let Command::Verify(args) = cli.command {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use event_listener::Event;
 use glommio::io::DmaFile;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::batch::{self, BatchesSummary};
 use super::index::{self, SealInfo, SegmentIndex};
@@ -519,8 +519,17 @@ async fn recover_active(path: &Path, base: i64, config: &LogConfig, producers: O
     let len = file.file_size().await.map_err(std::io::Error::from)?;
     let scan = segment::scan(&file, len, true).await?;
     if scan.trailing > 0 {
-        match scan.stop_reason.as_deref() {
-            None | Some("block padding") => {}
+        // The zeros that pad the last written block are normal after any stop; anything else
+        // (a torn or corrupt batch, zeros of a preallocated or torn write) is logged.
+        let padding_end = scan.valid_len.div_ceil(segment::WRITE_ALIGN) * segment::WRITE_ALIGN;
+        let reason = match scan.stop_reason.as_deref() {
+            Some("block padding") if len <= padding_end => None,
+            Some("block padding") => Some("zero bytes after the last batch"),
+            Some(reason) => Some(reason),
+            None => Some("unreadable bytes after the last batch"),
+        };
+        match reason {
+            None => debug!(segment = %path.display(), bytes = scan.trailing, "recovery cut the block padding"),
             Some(reason) => warn!(
                 segment = %path.display(),
                 valid_bytes = scan.valid_len,

@@ -21,7 +21,8 @@
 
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufReader, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::batch::{self, BatchHeader, ATTR_CONTROL, BATCH_HEADER_LEN, BATCH_LOG_OVERHEAD};
@@ -229,15 +230,16 @@ enum BatchRead {
     Ok(BatchHeader),
     /// Framing and CRC are fine but the contents break a rule.
     Invalid(BatchHeader, String),
-    /// Cannot be used; the walk stops here (torn, wrong length, CRC mismatch, bad magic).
-    Bad { size: Option<usize>, reason: String },
+    /// Cannot be used (torn, wrong length, CRC mismatch, bad magic); `header` when one could
+    /// be parsed from complete bytes (the walk may then go on after it).
+    Bad { size: Option<usize>, reason: String, header: Option<BatchHeader> },
 }
 
 /// Walks one segment batch by batch, checking framing, CRC32C, offsets and (for sealed
 /// segments) its index files. `next_expected` carries the offset after the previous segment.
 fn verify_segment(dir: &Path, base: i64, active: bool, next_expected: &mut Option<i64>, rep: &mut PartitionReport) -> std::io::Result<()> {
     let path = super::segment::segment_path(dir, base);
-    let mut file = File::open(&path)?;
+    let file = File::open(&path)?;
     let len = file.metadata()?.len();
     let mut r = BufReader::with_capacity(READ_BUFFER_BYTES, file.try_clone()?);
     let mut pos = 0u64;
@@ -251,8 +253,18 @@ fn verify_segment(dir: &Path, base: i64, active: bool, next_expected: &mut Optio
         let (h, invalid) = match read {
             BatchRead::Ok(h) => (h, None),
             BatchRead::Invalid(h, why) => (h, Some(why)),
-            BatchRead::Bad { size, reason } => {
-                tail_finding(&mut file, &path, active, pos, len, size, reason, rep)?;
+            BatchRead::Bad { size: Some(size), reason, header: Some(h) } if valid_batch_at(&file, pos + size as u64, len)? => {
+                // Valid batches follow the bad one: not a torn tail.
+                let what = if active {
+                    "; valid batches follow, which start-up would truncate with it"
+                } else {
+                    " in a sealed segment"
+                };
+                rep.add(Severity::Corrupt, &path, Some(pos), format!("{reason}{what}"));
+                (h, None)
+            }
+            BatchRead::Bad { size, reason, .. } => {
+                tail_finding(&file, &path, active, pos, len, size, reason, rep)?;
                 break;
             }
         };
@@ -305,25 +317,25 @@ fn read_batch(r: &mut BufReader<File>, remaining: u64, buf: &mut Vec<u8>) -> std
     buf.resize(head, 0);
     r.read_exact(buf)?;
     if head < BATCH_LOG_OVERHEAD {
-        return Ok(BatchRead::Bad { size: None, reason: format!("incomplete batch header ({head} bytes)") });
+        return Ok(BatchRead::Bad { size: None, reason: format!("incomplete batch header ({head} bytes)"), header: None });
     }
     let Some(size) = batch::peek_batch_size(buf) else {
-        return Ok(BatchRead::Bad { size: None, reason: "invalid batch length".into() });
+        return Ok(BatchRead::Bad { size: None, reason: "invalid batch length".into(), header: None });
     };
     if head < BATCH_HEADER_LEN {
-        return Ok(BatchRead::Bad { size: Some(size), reason: format!("incomplete batch header ({head} bytes)") });
+        return Ok(BatchRead::Bad { size: Some(size), reason: format!("incomplete batch header ({head} bytes)"), header: None });
     }
     if size as u64 > remaining {
-        return Ok(BatchRead::Bad { size: Some(size), reason: format!("torn batch: {remaining} of {size} bytes present") });
+        return Ok(BatchRead::Bad { size: Some(size), reason: format!("torn batch: {remaining} of {size} bytes present"), header: None });
     }
     buf.resize(size, 0);
     r.read_exact(&mut buf[BATCH_HEADER_LEN..])?;
     let h = match batch::parse_header(buf) {
         Ok(h) => h,
-        Err(e) => return Ok(BatchRead::Bad { size: Some(size), reason: e.to_string() }),
+        Err(e) => return Ok(BatchRead::Bad { size: Some(size), reason: e.to_string(), header: None }),
     };
     if !batch::crc_matches(buf) {
-        return Ok(BatchRead::Bad { size: Some(size), reason: format!("CRC32C mismatch in batch at offset {}", h.base_offset) });
+        return Ok(BatchRead::Bad { size: Some(size), reason: format!("CRC32C mismatch in batch at offset {}", h.base_offset), header: Some(h) });
     }
     if h.records_count <= 0 || h.last_offset_delta < 0 {
         return Ok(BatchRead::Invalid(h, format!("record count {} / last offset delta {}", h.records_count, h.last_offset_delta)));
@@ -337,7 +349,7 @@ fn read_batch(r: &mut BufReader<File>, remaining: u64, buf: &mut Vec<u8>) -> std
 /// Classifies what follows the last valid batch at `pos`.
 #[allow(clippy::too_many_arguments)]
 fn tail_finding(
-    file: &mut File,
+    file: &File,
     path: &Path,
     active: bool,
     pos: u64,
@@ -358,16 +370,10 @@ fn tail_finding(
         return Ok(());
     }
     // Is there a valid batch after the bad one? Then this is not just a torn tail.
-    let mut followed = false;
-    if let Some(size) = size {
-        let next = pos + size as u64;
-        if next < len {
-            file.seek(SeekFrom::Start(next))?;
-            let mut r = BufReader::with_capacity(READ_BUFFER_BYTES, file.try_clone()?);
-            let mut buf = Vec::new();
-            followed = matches!(read_batch(&mut r, len - next, &mut buf)?, BatchRead::Ok(_));
-        }
-    }
+    let followed = match size {
+        Some(size) => valid_batch_at(file, pos + size as u64, len)?,
+        None => false,
+    };
     if active && !followed {
         rep.add(Severity::Repairable, path, Some(pos), format!("torn tail: {reason}; start-up truncates the last {tail} bytes"));
     } else if active {
@@ -378,19 +384,35 @@ fn tail_finding(
     Ok(())
 }
 
-fn all_zero(file: &mut File, from: u64, to: u64) -> std::io::Result<bool> {
-    file.seek(SeekFrom::Start(from))?;
-    let mut r = BufReader::with_capacity(READ_BUFFER_BYTES, file.try_clone()?).take(to - from);
+/// Whether a whole batch with a valid CRC starts at `at` (positional reads: the walk's reader
+/// shares the file offset).
+fn valid_batch_at(file: &File, at: u64, len: u64) -> std::io::Result<bool> {
+    if at + BATCH_HEADER_LEN as u64 > len {
+        return Ok(false);
+    }
+    let mut head = [0u8; BATCH_HEADER_LEN];
+    file.read_exact_at(&mut head, at)?;
+    let Some(size) = batch::peek_batch_size(&head) else { return Ok(false) };
+    if at + size as u64 > len {
+        return Ok(false);
+    }
+    let mut buf = vec![0u8; size];
+    file.read_exact_at(&mut buf, at)?;
+    Ok(batch::parse_header(&buf).is_ok() && batch::crc_matches(&buf))
+}
+
+fn all_zero(file: &File, from: u64, to: u64) -> std::io::Result<bool> {
     let mut chunk = vec![0u8; 64 << 10];
-    loop {
-        let n = r.read(&mut chunk)?;
-        if n == 0 {
-            return Ok(true);
-        }
+    let mut at = from;
+    while at < to {
+        let n = ((to - at) as usize).min(chunk.len());
+        file.read_exact_at(&mut chunk[..n], at)?;
         if chunk[..n].iter().any(|&b| b != 0) {
             return Ok(false);
         }
+        at += n as u64;
     }
+    Ok(true)
 }
 
 /// Checks the `.index` / `.timeindex` of a sealed segment against the batches actually found.
@@ -622,6 +644,14 @@ mod tests {
         let rep = check(d.path());
         assert!(has(&rep, Severity::Corrupt, "CRC32C mismatch"), "{:?}", rep.findings);
         assert_eq!(rep.findings[0].position, Some(pos[9]));
+        // In the middle of a sealed segment: reported, and the walk goes on after it.
+        data[pos[9] as usize + 70] ^= 1;
+        data[pos[4] as usize + 70] ^= 1;
+        std::fs::write(&p, &data).unwrap();
+        let rep = check(d.path());
+        assert!(has(&rep, Severity::Corrupt, "CRC32C mismatch in batch at offset 12 in a sealed segment"), "{:?}", rep.findings);
+        assert_eq!(rep.findings.len(), 1, "{:?}", rep.findings);
+        assert_eq!(rep.batches, 11);
     }
 
     #[test]
