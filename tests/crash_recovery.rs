@@ -181,6 +181,7 @@ fn crash_loop(idempotent: bool) {
     };
     let t0 = Instant::now();
     let mut acked_before_kill = Vec::new();
+    let mut torn_after_kill = 0;
     for k in 0..kills {
         std::thread::sleep(Duration::from_millis(rng.gen_range(300..1200)));
         b.kill9();
@@ -188,6 +189,7 @@ fn crash_loop(idempotent: bool) {
         // A crash leaves at most repairable damage (a torn tail), never corruption.
         let (code, out) = run_verify(&b.data_dir());
         assert!(code == 0 || code == 3, "kill {k}: strand verify exit {code} after SIGKILL:\n{out}");
+        torn_after_kill += (code == 3) as usize;
         std::thread::sleep(Duration::from_millis(rng.gen_range(0..200)));
         b.restart();
     }
@@ -199,7 +201,7 @@ fn crash_loop(idempotent: bool) {
     let failed = std::mem::take(&mut *p.context().failed.lock().unwrap());
     drop(p);
     eprintln!(
-        "crash loop (idempotent={idempotent}): {kills} kills in {:?}, sent {sent}, acked {}, failed {} {:?}, acked at each kill {acked_before_kill:?}",
+        "crash loop (idempotent={idempotent}): {kills} kills ({torn_after_kill} left a repairable tail) in {:?}, sent {sent}, acked {}, failed {} {:?}, acked at each kill {acked_before_kill:?}",
         t0.elapsed(),
         acked.len(),
         failed.len(),
