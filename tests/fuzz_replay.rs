@@ -233,7 +233,12 @@ fn broker_survives_corpus_frames() {
             let Ok(mut s) = TcpStream::connect(b.addr()) else { panic!("broker stopped accepting") };
             s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
             for f in chunk {
-                let data = if round == 0 { f.clone() } else { mutate(&mut rng, f, &frames[rng.gen_range(0..frames.len())]) };
+                let data = if round == 0 {
+                    f.clone()
+                } else {
+                    let other = rng.gen_range(0..frames.len());
+                    mutate(&mut rng, f, &frames[other])
+                };
                 if s.write_all(&data).is_err() {
                     break; // closed by the broker: bad framing
                 }
