@@ -151,8 +151,11 @@ pub fn record_batch(data: &[u8]) {
     assert_eq!(count, summary.batches, "every validated batch must be walkable");
 }
 
+/// A fuzz target: takes any bytes, must not panic.
+pub type Target = fn(&[u8]);
+
 /// The targets by name (for the replay test and the corpus directories).
-pub const TARGETS: &[(&str, fn(&[u8]))] =
+pub const TARGETS: &[(&str, Target)] =
     &[("frames", frames), ("request_header", request_header), ("request_body", request_body), ("record_batch", record_batch)];
 
 #[cfg(test)]

@@ -172,7 +172,7 @@ fn crash_loop(idempotent: bool) {
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => std::thread::sleep(Duration::from_millis(2)),
                     Err((e, _)) => panic!("send {seq} failed: {e}"),
                 }
-                if seq % 50 == 0 {
+                if seq.is_multiple_of(50) {
                     std::thread::sleep(Duration::from_millis(2));
                 }
             }

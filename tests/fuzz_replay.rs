@@ -226,7 +226,7 @@ fn broker_survives_corpus_frames() {
     let mut watcher = TcpStream::connect(b.addr()).unwrap();
     watcher.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let t0 = Instant::now();
-    let mut sent = 0;
+    let mut sent: i32 = 0;
     for round in 0..4 {
         for chunk in frames.chunks(16) {
             // One connection per chunk: the frames as captured (round 0) or mutated.
@@ -249,7 +249,7 @@ fn broker_survives_corpus_frames() {
             drop(s);
             assert!(b.is_running(), "broker died after fuzz frames:\n{}", b.log_tail(40));
             // The watching client still gets answers.
-            let corr = sent as i32;
+            let corr = sent;
             let mut req = Vec::new();
             req.extend_from_slice(&18i16.to_be_bytes());
             req.extend_from_slice(&0i16.to_be_bytes());
