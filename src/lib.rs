@@ -11,8 +11,10 @@
 //! - [`server`]: process start-up, executors, listeners and connections;
 //! - [`config`]: settings with Kafka's names;
 //! - [`perf`]: the load generator (`strand perf produce|consume|sink`).
+//! - [`fuzzing`]: fuzz targets over the parsers of untrusted bytes (cargo-fuzz and a stable replay test).
 
 pub mod config;
+pub mod fuzzing;
 pub mod groups;
 pub mod handlers;
 pub mod metadata;

@@ -134,6 +134,40 @@ impl SegmentIndex {
     }
 }
 
+/// The entries of a segment's index files as stored, without any check (for `strand verify`).
+/// `None` for a file that does not exist; the `usize` counts bytes left over after the last whole
+/// entry.
+#[derive(Debug, Default)]
+pub struct RawIndex {
+    pub offsets: Option<(Vec<(u32, u32)>, usize)>,
+    pub times: Option<(Vec<(i64, u32)>, usize)>,
+}
+
+pub fn read_raw(log_path: &Path) -> std::io::Result<RawIndex> {
+    fn read_opt(p: &Path) -> std::io::Result<Option<Vec<u8>>> {
+        match std::fs::read(p) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+    let offsets = read_opt(&log_path.with_extension("index"))?.map(|b| {
+        let v = b
+            .chunks_exact(OFFSET_ENTRY_LEN)
+            .map(|c| (u32::from_be_bytes(c[0..4].try_into().unwrap()), u32::from_be_bytes(c[4..8].try_into().unwrap())))
+            .collect();
+        (v, b.len() % OFFSET_ENTRY_LEN)
+    });
+    let times = read_opt(&log_path.with_extension("timeindex"))?.map(|b| {
+        let v = b
+            .chunks_exact(TIME_ENTRY_LEN)
+            .map(|c| (i64::from_be_bytes(c[0..8].try_into().unwrap()), u32::from_be_bytes(c[8..12].try_into().unwrap())))
+            .collect();
+        (v, b.len() % TIME_ENTRY_LEN)
+    });
+    Ok(RawIndex { offsets, times })
+}
+
 /// Where a sealed segment ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SealInfo {

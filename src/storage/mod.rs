@@ -11,6 +11,7 @@ pub mod partition_log;
 pub mod producer_state;
 pub mod retention;
 pub mod segment;
+pub mod verify;
 
 pub use partition_log::{AppendInfo, LogConfig, PartitionLog, ReadData, SendData};
 

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use event_listener::Event;
 use glommio::io::DmaFile;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::batch::{self, BatchesSummary};
 use super::index::{self, SealInfo, SegmentIndex};
@@ -878,8 +878,16 @@ async fn recover_active(path: &Path, base: i64, config: &LogConfig, producers: O
     let len = file.file_size().await.map_err(std::io::Error::from)?;
     let scan = segment::scan(&file, len, true).await?;
     if scan.trailing > 0 {
-        match scan.stop_reason.as_deref() {
-            None | Some("block padding") => {}
+        // Zeros after the last batch are the block padding and the preallocated space
+        // (fallocate) of the active segment: normal after any stop. Anything else (a torn or
+        // corrupt batch) is logged.
+        let reason = match scan.stop_reason.as_deref() {
+            Some("block padding") => None,
+            Some(reason) => Some(reason),
+            None => Some("unreadable bytes after the last batch"),
+        };
+        match reason {
+            None => debug!(segment = %path.display(), bytes = scan.trailing, "recovery cut the block padding and preallocated space"),
             Some(reason) => warn!(
                 segment = %path.display(),
                 valid_bytes = scan.valid_len,

@@ -94,6 +94,28 @@ pub fn probe_api_versions(addr: SocketAddr) -> bool {
     i32::from_be_bytes(hdr[4..8].try_into().unwrap()) == corr
 }
 
+/// Kernel and user stacks of every thread of a process (for a broker stuck at start-up):
+/// /proc wchan and state always, gdb backtraces when gdb is installed.
+pub fn thread_stacks(pid: u32) -> String {
+    let mut out = String::new();
+    if let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in rd.flatten() {
+            let p = t.path();
+            let read = |f: &str| std::fs::read_to_string(p.join(f)).unwrap_or_default().trim().to_string();
+            out.push_str(&format!("task {} {} wchan={} stat={}\n", t.file_name().to_string_lossy(), read("comm"), read("wchan"), read("stat")));
+        }
+    }
+    if let Ok(o) = Command::new("timeout")
+        .args(["60", "gdb", "-p", &pid.to_string(), "-batch", "-ex", "thread apply all bt 30"])
+        .output()
+    {
+        let text = String::from_utf8_lossy(&o.stdout);
+        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with('#') || l.starts_with("Thread")).take(300).collect();
+        out.push_str(&lines.join("\n"));
+    }
+    out
+}
+
 impl Broker {
     /// Start a broker on a fresh free port with a fresh temporary data dir.
     pub fn start(opts: StartOpts) -> Broker {
@@ -239,10 +261,11 @@ impl Broker {
                 return;
             }
             if Instant::now() >= deadline {
+                let stacks = thread_stacks(child.id());
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!(
-                    "strand did not accept connections on {} within {:?}; log tail:\n{}",
+                    "strand did not accept connections on {} within {:?}; log tail:\n{}\nthreads of the stuck process:\n{stacks}",
                     self.bootstrap(),
                     READY_TIMEOUT,
                     self.log_tail(60)

@@ -359,6 +359,10 @@ impl Decoder<Option<StdString>> for String {
         match Int16.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
+                // Strand patch: never allocate more than the buffer holds.
+                if n as usize > buf.remaining() {
+                    bail!("String length {n} exceeds the {} bytes left", buf.remaining());
+                }
                 let mut strbuf = vec![0; n as usize];
                 buf.try_copy_to_slice(&mut strbuf)?;
                 Ok(Some(std::string::String::from_utf8(strbuf)?))
@@ -511,6 +515,10 @@ impl Decoder<Option<StdString>> for CompactString {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
+                // Strand patch: never allocate more than the buffer holds.
+                if (n - 1) as usize > buf.remaining() {
+                    bail!("String length {} exceeds the {} bytes left", n - 1, buf.remaining());
+                }
                 let mut strbuf = vec![0; (n - 1) as usize];
                 buf.try_copy_to_slice(&mut strbuf)?;
                 Ok(Some(std::string::String::from_utf8(strbuf)?))
@@ -655,6 +663,10 @@ impl Decoder<Option<Vec<u8>>> for Bytes {
         match Int32.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
+                // Strand patch: never allocate more than the buffer holds.
+                if n as usize > buf.remaining() {
+                    bail!("Bytes length {n} exceeds the {} bytes left", buf.remaining());
+                }
                 let mut data = vec![0; n as usize];
                 buf.try_copy_to_slice(&mut data)?;
                 Ok(Some(data))
@@ -804,6 +816,10 @@ impl Decoder<Option<Vec<u8>>> for CompactBytes {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
+                // Strand patch: never allocate more than the buffer holds.
+                if (n - 1) as usize > buf.remaining() {
+                    bail!("Bytes length {} exceeds the {} bytes left", n - 1, buf.remaining());
+                }
                 let mut data = vec![0; (n - 1) as usize];
                 buf.try_copy_to_slice(&mut data)?;
                 Ok(Some(data))
@@ -980,13 +996,22 @@ impl<T, E: for<'a> Encoder<&'a T>> Encoder<&Vec<T>> for Array<E> {
     }
 }
 
+/// Strand patch: elements to preallocate for an array of `n` elements read from the wire with
+/// `remaining` bytes left. Every element takes at least one byte on the wire, and at most
+/// `MAX_PREALLOC_BYTES` are reserved up front (an element may be far larger in memory than on
+/// the wire); the vector grows as elements are actually decoded.
+fn prealloc<T>(n: usize, remaining: usize) -> usize {
+    const MAX_PREALLOC_BYTES: usize = 1 << 20;
+    n.min(remaining).min(MAX_PREALLOC_BYTES / std::mem::size_of::<T>().max(1))
+}
+
 impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
     fn decode<B: ByteBuf>(&self, buf: &mut B) -> Result<Option<Vec<T>>> {
         match Int32.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
                 // Strand patch: never trust a wire length for the allocation size.
-                let mut result = Vec::with_capacity((n as usize).min(buf.remaining()));
+                let mut result = Vec::with_capacity(prealloc::<T>(n as usize, buf.remaining()));
                 for _ in 0..n {
                     result.push(self.0.decode(buf)?);
                 }
@@ -1095,7 +1120,7 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
             0 => Ok(None),
             n => {
                 // Strand patch: never trust a wire length for the allocation size.
-                let mut result = Vec::with_capacity(((n - 1) as usize).min(buf.remaining()));
+                let mut result = Vec::with_capacity(prealloc::<T>((n - 1) as usize, buf.remaining()));
                 for _ in 1..n {
                     result.push(self.0.decode(buf)?);
                 }
