@@ -95,8 +95,15 @@ fn dir_bytes(dir: &Path, ext: &str) -> u64 {
         .unwrap()
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().ends_with(ext))
-        .map(|e| e.metadata().unwrap().len())
+        .map(|e| data_len(&e.path()))
         .sum()
+}
+
+/// Bytes up to the last non-zero one: the active segment is preallocated (fallocate), so its
+/// zero tail is not data.
+fn data_len(path: &Path) -> u64 {
+    let d = std::fs::read(path).unwrap_or_default();
+    d.iter().rposition(|&b| b != 0).map_or(0, |i| i as u64 + 1)
 }
 
 /// Waits until `f` holds, or fails with `what`.
