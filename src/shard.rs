@@ -558,27 +558,7 @@ impl Shard {
         if validate_only || updates.is_empty() {
             return ShardResponse::Admin(outcomes);
         }
-        let store = self.store.as_ref().expect("metadata store lives on shard 0");
-        let snap = store.borrow_mut().update(|m| {
-            for (name, configs) in updates {
-                if let Some(t) = m.topics.get_mut(&name) {
-                    let mut nt = (**t).clone();
-                    nt.configs = configs;
-                    *t = Arc::new(nt);
-                }
-            }
-        });
-        match snap {
-            Ok(snap) => self.broadcast(snap).await,
-            Err(e) => {
-                error!("cannot persist metadata: {e:#}");
-                for o in outcomes.iter_mut().filter(|o| o.error == 0) {
-                    o.error = errors::KAFKA_STORAGE_ERROR;
-                    o.message = Some(format!("metadata write failed: {e}"));
-                }
-            }
-        }
-        ShardResponse::Admin(outcomes)
+        self.change_topics(updates, |t, configs| t.configs = configs, outcomes).await
     }
 
     /// Shard 0: grows topics; the new partitions are placed like a new topic's would be and
@@ -611,12 +591,18 @@ impl Shard {
         if validate_only || grow.is_empty() {
             return ShardResponse::Admin(outcomes);
         }
+        self.change_topics(grow, |t, placement| t.placement = placement, outcomes).await
+    }
+
+    /// Shard 0: applies `change` to each named topic, persists and broadcasts the new metadata;
+    /// if it cannot be persisted the successful outcomes become KAFKA_STORAGE_ERROR.
+    async fn change_topics<T>(self: &Rc<Self>, changes: Vec<(String, T)>, change: impl Fn(&mut TopicMeta, T), mut outcomes: Vec<AdminOutcome>) -> ShardResponse {
         let store = self.store.as_ref().expect("metadata store lives on shard 0");
         let snap = store.borrow_mut().update(|m| {
-            for (name, placement) in grow {
+            for (name, value) in changes {
                 if let Some(t) = m.topics.get_mut(&name) {
                     let mut nt = (**t).clone();
-                    nt.placement = placement;
+                    change(&mut nt, value);
                     *t = Arc::new(nt);
                 }
             }

@@ -702,21 +702,7 @@ impl PartitionLog {
     /// Drops up to `want` bytes of the oldest cached batches that are already on the device;
     /// returns the bytes freed. Later reads of them go to the segment file.
     pub(crate) fn evict_cached(&self, want: usize) -> usize {
-        let mut st = self.state.borrow_mut();
-        let mut freed = 0;
-        while freed < want {
-            match st.cache.front() {
-                Some(c) if c.next_offset <= st.written_offset => {
-                    let c = st.cache.pop_front().unwrap();
-                    st.cache_bytes -= c.bytes.len();
-                    freed += c.bytes.len();
-                }
-                _ => break,
-            }
-        }
-        drop(st);
-        memory::on_evicted(freed);
-        freed
+        evict_front(&mut self.state.borrow_mut(), |freed, _, _| freed < want)
     }
 
     pub fn is_writer_running(&self) -> bool {
@@ -789,13 +775,24 @@ impl PartitionLog {
 
 /// Drops cached batches that end at or below `offset` (they are only on disk from now on).
 fn trim_cache_below(st: &mut LogState, offset: i64) {
+    evict_front(st, |_, _, c| c.next_offset <= offset);
+}
+
+/// Drops cached batches oldest first while `more(freed so far, bytes cached, batch)` says so;
+/// only batches already on the device may leave. Returns the bytes freed, which are released
+/// from the shard's budget.
+fn evict_front(st: &mut LogState, mut more: impl FnMut(usize, usize, &CachedBatches) -> bool) -> usize {
     let mut freed = 0;
-    while st.cache.front().is_some_and(|c| c.next_offset <= offset && c.next_offset <= st.written_offset) {
+    while let Some(c) = st.cache.front() {
+        if c.next_offset > st.written_offset || !more(freed, st.cache_bytes, c) {
+            break;
+        }
         let c = st.cache.pop_front().unwrap();
         st.cache_bytes -= c.bytes.len();
         freed += c.bytes.len();
     }
     memory::on_evicted(freed);
+    freed
 }
 
 fn new_segment(base_offset: i64, path: PathBuf, file: Option<Rc<DmaFile>>) -> Segment {
@@ -1146,18 +1143,7 @@ async fn run_writer(log: Rc<PartitionLog>, mut writer: SegmentWriter) {
             }
             // Trim the cache: only batches already on the device may leave it.
             let cap = log.config.borrow().tail_cache_bytes;
-            let mut freed = 0;
-            while st.cache_bytes > cap {
-                match st.cache.front() {
-                    Some(c) if c.next_offset <= st.written_offset => {
-                        let c = st.cache.pop_front().unwrap();
-                        st.cache_bytes -= c.bytes.len();
-                        freed += c.bytes.len();
-                    }
-                    _ => break,
-                }
-            }
-            memory::on_evicted(freed);
+            evict_front(&mut st, |_, cached, _| cached > cap);
         }
         memory::enforce();
         log.progress.notify(usize::MAX);
