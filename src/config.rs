@@ -101,6 +101,8 @@ pub struct BrokerConfig {
     pub connections_max_idle_ms: u64,
     /// `log.index.interval.bytes`
     pub index_interval_bytes: usize,
+    /// `log.preallocate`: reserve segment space with fallocate ahead of the writes.
+    pub log_preallocate: bool,
     /// `log.tail.cache.bytes` (Strand): recent bytes per partition served from memory.
     pub tail_cache_bytes: usize,
     /// `group.min.session.timeout.ms`
@@ -172,6 +174,7 @@ impl Default for BrokerConfig {
             queued_max_request_bytes: Some(DEFAULT_QUEUED_MAX_REQUEST_BYTES),
             connections_max_idle_ms: DEFAULT_CONNECTIONS_MAX_IDLE_MS,
             index_interval_bytes: DEFAULT_INDEX_INTERVAL_BYTES,
+            log_preallocate: true,
             tail_cache_bytes: DEFAULT_TAIL_CACHE_BYTES,
             group_min_session_timeout_ms: 6_000,
             group_max_session_timeout_ms: 1_800_000,
@@ -278,6 +281,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "queued.max.request.bytes",
     "connections.max.idle.ms",
     "log.index.interval.bytes",
+    "log.preallocate",
     "log.tail.cache.bytes",
     "group.min.session.timeout.ms",
     "group.max.session.timeout.ms",
@@ -345,6 +349,7 @@ impl BrokerConfig {
             }
             "connections.max.idle.ms" => self.connections_max_idle_ms = parse_num(key, v, 1)?,
             "log.index.interval.bytes" => self.index_interval_bytes = parse_num(key, v, 1)?,
+            "log.preallocate" => self.log_preallocate = parse_bool(key, v)?,
             "log.tail.cache.bytes" => self.tail_cache_bytes = parse_num(key, v, 0)?,
             "group.min.session.timeout.ms" => self.group_min_session_timeout_ms = parse_num(key, v, 1)?,
             "group.max.session.timeout.ms" => self.group_max_session_timeout_ms = parse_num(key, v, 1)?,
@@ -422,6 +427,7 @@ impl BrokerConfig {
             "message.max.bytes" => (self.message_max_bytes.to_string(), Int),
             "socket.request.max.bytes" => (self.socket_request_max_bytes.to_string(), Int),
             "log.index.interval.bytes" => (self.index_interval_bytes.to_string(), Int),
+            "log.preallocate" => (self.log_preallocate.to_string(), Boolean),
             "log.tail.cache.bytes" => (self.tail_cache_bytes.to_string(), Long),
             "group.min.session.timeout.ms" => (self.group_min_session_timeout_ms.to_string(), Int),
             "group.max.session.timeout.ms" => (self.group_max_session_timeout_ms.to_string(), Int),

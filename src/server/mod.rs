@@ -100,6 +100,7 @@ pub fn run(mut config: BrokerConfig) -> Result<()> {
                 // indexes and sessions.
                 let share = config.memory_bytes / config.shards.max(1);
                 crate::storage::memory::set_limits(share / 2, share / 4);
+                crate::storage::segment::set_preallocate(config.log_preallocate);
                 let shard = Shard::new(id, config, snapshot.clone(), store);
                 let router = ShardRouter::connect(id, endpoints, Rc::downgrade(&shard)).await;
                 shard.set_router(router);

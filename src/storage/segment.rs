@@ -68,6 +68,13 @@ pub struct SegmentWriter {
 /// `PREALLOCATE_MAX_STEP` at a time, so idle partitions reserve little and busy ones call
 /// fallocate rarely.
 const PREALLOCATE_MIN: u64 = 256 << 10;
+
+/// `log.preallocate`: whether segments are preallocated (set once at start-up).
+static PREALLOCATE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+pub fn set_preallocate(on: bool) {
+    PREALLOCATE.store(on, std::sync::atomic::Ordering::Relaxed);
+}
 const PREALLOCATE_MAX_STEP: u64 = 32 << 20;
 
 impl SegmentWriter {
@@ -91,7 +98,7 @@ impl SegmentWriter {
 
     /// Reserves blocks ahead of a write that would end at `end`.
     async fn reserve(&mut self, end: u64) -> std::io::Result<()> {
-        if end <= self.allocated {
+        if end <= self.allocated || !PREALLOCATE.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(());
         }
         let step = self.allocated.clamp(PREALLOCATE_MIN, PREALLOCATE_MAX_STEP);
