@@ -471,6 +471,26 @@ fn latest_offset(stream: &mut TcpStream, corr: i32, topic: &str, partition: i32)
     p.offset
 }
 
+/// The Fetch request entry for (partition, fetch offset) pairs of one topic.
+fn fetch_topic(topic: &str, parts: &[(i32, i64)], partition_max_bytes: i32) -> fetch_request::FetchTopic {
+    let mut t = fetch_request::FetchTopic::default();
+    t.topic = tname(topic);
+    t.partitions = parts
+        .iter()
+        .map(|&(idx, off)| {
+            let mut p = fetch_request::FetchPartition::default();
+            p.partition = idx;
+            p.current_leader_epoch = -1;
+            p.fetch_offset = off;
+            p.last_fetched_epoch = -1;
+            p.log_start_offset = -1;
+            p.partition_max_bytes = partition_max_bytes;
+            p
+        })
+        .collect();
+    t
+}
+
 /// Fetch v12 several partitions of one topic. Returns the per-partition data by index.
 fn fetch(
     stream: &mut TcpStream,
@@ -486,22 +506,7 @@ fn fetch(
     req.isolation_level = 0;
     req.session_id = 0;
     req.session_epoch = -1;
-    let mut t = fetch_request::FetchTopic::default();
-    t.topic = tname(topic);
-    t.partitions = parts
-        .iter()
-        .map(|&(idx, off)| {
-            let mut p = fetch_request::FetchPartition::default();
-            p.partition = idx;
-            p.current_leader_epoch = -1;
-            p.fetch_offset = off;
-            p.last_fetched_epoch = -1;
-            p.log_start_offset = -1;
-            p.partition_max_bytes = 10 * 1024 * 1024;
-            p
-        })
-        .collect();
-    req.topics = vec![t];
+    req.topics = vec![fetch_topic(topic, parts, 10 * 1024 * 1024)];
     let resp: FetchResponse = roundtrip(stream, ApiKey::Fetch, 12, corr, &req);
     assert_eq!(resp.error_code, 0, "fetch top-level error: {resp:?}");
     assert_eq!(resp.responses.len(), 1, "fetch responses: {resp:?}");
@@ -1374,22 +1379,7 @@ fn session_fetch(
     req.session_id = session_id;
     req.session_epoch = epoch;
     if !parts.is_empty() {
-        let mut t = fetch_request::FetchTopic::default();
-        t.topic = tname(topic);
-        t.partitions = parts
-            .iter()
-            .map(|&(idx, off)| {
-                let mut p = fetch_request::FetchPartition::default();
-                p.partition = idx;
-                p.current_leader_epoch = -1;
-                p.fetch_offset = off;
-                p.last_fetched_epoch = -1;
-                p.log_start_offset = -1;
-                p.partition_max_bytes = 1024 * 1024;
-                p
-            })
-            .collect();
-        req.topics = vec![t];
+        req.topics = vec![fetch_topic(topic, parts, 1024 * 1024)];
     }
     if !forgotten.is_empty() {
         let mut f = fetch_request::ForgottenTopic::default();

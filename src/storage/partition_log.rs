@@ -563,8 +563,8 @@ impl PartitionLog {
             }
             if st.cache.front().is_some_and(|c| at >= c.base_offset) {
                 self.last_used.set(memory::touch());
-                let data = read_cache(&st.cache, at, max_bytes, st.written_offset);
-                return Ok(SendData { bytes: data.bytes, chunks: data.chunks.into_iter().map(LogChunk::Mem).collect() });
+                let (chunks, bytes) = cached_slices(&st.cache, at, max_bytes, st.written_offset, LogChunk::Mem);
+                return Ok(SendData { chunks, bytes });
             }
             let si = st.segments.partition_point(|s| s.base_offset <= at).saturating_sub(1);
             let next_base = st.segments.get(si + 1).map(|s| s.base_offset);
@@ -975,18 +975,25 @@ fn walk_batches(file: &std::fs::File, mut pos: u64, end: u64, mut f: impl FnMut(
 }
 
 fn read_cache(cache: &VecDeque<CachedBatches>, offset: i64, max_bytes: usize, end: i64) -> ReadData {
-    let mut out = ReadData::default();
+    let (chunks, bytes) = cached_slices(cache, offset, max_bytes, end, |b| b);
+    ReadData { chunks, bytes }
+}
+
+/// Whole cached batches from the one containing `offset` (below `end`), up to `max_bytes` (at
+/// least one), as slices of the appended buffers wrapped by `wrap`.
+fn cached_slices<T>(cache: &VecDeque<CachedBatches>, offset: i64, max_bytes: usize, end: i64, wrap: impl Fn(Bytes) -> T) -> (Vec<T>, usize) {
+    let mut out = (Vec::new(), 0usize);
     let first = cache.partition_point(|c| c.next_offset <= offset);
     for c in cache.iter().skip(first).take_while(|c| c.base_offset < end) {
         for (pos, h) in batch::iter_headers(&c.bytes) {
             if h.next_offset() <= offset {
                 continue;
             }
-            if out.bytes > 0 && out.bytes + h.size > max_bytes {
+            if out.1 > 0 && out.1 + h.size > max_bytes {
                 return out;
             }
-            out.chunks.push(c.bytes.slice(pos..pos + h.size));
-            out.bytes += h.size;
+            out.0.push(wrap(c.bytes.slice(pos..pos + h.size)));
+            out.1 += h.size;
         }
     }
     out
