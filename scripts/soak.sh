@@ -218,6 +218,8 @@ while :; do
     sleep 10
 done
 
+# A dead broker ends the soak: stop the load instead of waiting out its topic periods.
+if [ "$BROKER_DIED" = 1 ]; then kill "${PIDS[@]}" 2>/dev/null; pkill -P "$PRODUCER" 2>/dev/null; fi
 wait "$PRODUCER"; PRODUCE_RC=$?
 wait "$CHURN"; CHURN_RC=$?
 CONSUME_ERRORS=$(grep -c '^error' "$LOGS/consume.log")

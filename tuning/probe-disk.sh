@@ -3,15 +3,16 @@
 # the settings it recommends. Three short fio runs on one bounded file, O_DIRECT throughout, as
 # Strand does its I/O:
 #   1. sequential write throughput: 1 MiB writes, queue depth 32, io_uring  (the produce ceiling)
-#   2. 4 KiB append + fdatasync latency p50/p99, queue depth 1          (the acks=all floor)
-#   3. random 4 KiB read IOPS, queue depth 32, io_uring                  (consumers off the tail)
+#   2. sequential read throughput of what 1 wrote: 1 MiB reads, qd 32     (the cold-consume ceiling)
+#   3. 4 KiB append + fdatasync latency p50/p99, queue depth 1          (the acks=all floor)
+#   4. random 4 KiB read IOPS, queue depth 32, io_uring                  (consumers off the tail)
 # fio is installed from the distribution (apt-get) when missing, unless --no-install.
 #
 # Usage: probe-disk.sh [--runtime SECONDS] [--size SIZE] [--no-install] [--dry-run] DIR
 #   DIR        the data directory (log.dirs) or a directory on the same filesystem
 #   --runtime  seconds per fio run (default 5)
 #   --size     test file size, fio syntax (default 1G); the file is removed at the end
-# Output: one "key=value" line per figure (seq_write_MBps, append_fdatasync_p50_us,
+# Output: one "key=value" line per figure (seq_write_MBps, seq_read_MBps, append_fdatasync_p50_us,
 # append_fdatasync_p99_us, rand_read_iops, and their parts), then the recommended settings.
 # Changes nothing on the host except the temporary file (and installing fio).
 set -u
@@ -97,12 +98,14 @@ trap 'exit 130' INT TERM
 
 COMMON=(--filename="$FILE" --direct=1 --numjobs=1 --group_reporting --output-format=json)
 JOB_SEQ=(--name=seq_write --rw=write --bs=1M --iodepth=32 --ioengine="$ENGINE" --size="$SIZE" --fallocate=none --time_based --runtime="$RUNTIME")
+JOB_SEQ_READ=(--name=seq_read --rw=read --bs=1M --iodepth=32 --ioengine="$ENGINE" --size="$SIZE" --time_based --runtime="$RUNTIME")
 JOB_APPEND=(--name=append_fdatasync --rw=write --bs=4k --iodepth=1 --ioengine=sync --fdatasync=1 --file_append=1 --fallocate=none --size="$SIZE" --runtime="$RUNTIME")
 JOB_RAND=(--name=rand_read --rw=randread --bs=4k --iodepth=32 --ioengine="$ENGINE" --size="$SIZE" --norandommap --randrepeat=0 --time_based --runtime="$RUNTIME")
 
 if [ "$DRY_RUN" = 1 ]; then
     say "dry run: would run, on $FILE (removed afterwards):"
     say "  fio ${COMMON[*]} ${JOB_SEQ[*]}"
+    say "  fio ${COMMON[*]} ${JOB_SEQ_READ[*]}"
     say "  (truncate the file to 0 bytes)"
     say "  fio ${COMMON[*]} ${JOB_APPEND[*]}"
     say "  (fill the file to $SIZE, then) fio ${COMMON[*]} ${JOB_RAND[*]}"
@@ -144,11 +147,15 @@ run_fio() { # name args...
 
 say "fio $(fio --version | sed 's/^fio-//'), engine $ENGINE, ${RUNTIME}s per run, test file $SIZE"
 
-say "1/3 sequential write (1 MiB, qd 32, O_DIRECT)..."
+say "1/4 sequential write (1 MiB, qd 32, O_DIRECT)..."
 run_fio seq "${JOB_SEQ[@]}"
 SEQ_BPS="$(json_get "$OUT/seq.json" jobs/0/write/bw_bytes)"
 
-say "2/3 4 KiB append + fdatasync (qd 1, O_DIRECT)..."
+say "2/4 sequential read (1 MiB, qd 32, O_DIRECT)..."
+run_fio seqread "${JOB_SEQ_READ[@]}"
+SEQ_READ_BPS="$(json_get "$OUT/seqread.json" jobs/0/read/bw_bytes)"
+
+say "3/4 4 KiB append + fdatasync (qd 1, O_DIRECT)..."
 : >"$FILE"
 run_fio append "${JOB_APPEND[@]}"
 W50="$(json_get "$OUT/append.json" jobs/0/write/clat_ns/percentile/50.000000)"
@@ -157,7 +164,7 @@ S50="$(json_get "$OUT/append.json" jobs/0/sync/lat_ns/percentile/50.000000)"
 S99="$(json_get "$OUT/append.json" jobs/0/sync/lat_ns/percentile/99.000000)"
 APPENDS="$(json_get "$OUT/append.json" jobs/0/write/total_ios)"
 
-say "3/3 random read (4 KiB, qd 32, O_DIRECT)..."
+say "4/4 random read (4 KiB, qd 32, O_DIRECT)..."
 # Real data under every block read (fio lays the file out to its full size first): reads of
 # unwritten extents would never reach the device.
 run_fio rand "${JOB_RAND[@]}"
@@ -165,6 +172,7 @@ RAND_IOPS="$(json_get "$OUT/rand.json" jobs/0/read/iops)"
 
 us() { awk -v n="$1" 'BEGIN { printf "%d", n / 1000 + 0.5 }'; }
 SEQ_MBPS="$(awk -v b="$SEQ_BPS" 'BEGIN { printf "%.1f", b / 1048576 }')"
+SEQ_READ_MBPS="$(awk -v b="$SEQ_READ_BPS" 'BEGIN { printf "%.1f", b / 1048576 }')"
 A50="$(us "$(awk -v a="$W50" -v b="$S50" 'BEGIN { print a + b }')")"
 A99="$(us "$(awk -v a="$W99" -v b="$S99" 'BEGIN { print a + b }')")"
 IOPS="$(awk -v n="$RAND_IOPS" 'BEGIN { printf "%d", n + 0.5 }')"
@@ -172,6 +180,7 @@ IOPS="$(awk -v n="$RAND_IOPS" 'BEGIN { printf "%d", n + 0.5 }')"
 echo
 echo "# Disk figures for $DIR ($FSTYPE on ${DEVICE:-unknown}), MB = 2^20 bytes"
 echo "seq_write_MBps=$SEQ_MBPS"
+echo "seq_read_MBps=$SEQ_READ_MBPS"
 echo "append_fdatasync_p50_us=$A50"
 echo "append_fdatasync_p99_us=$A99"
 echo "rand_read_iops=$IOPS"

@@ -6,7 +6,14 @@
 //! directly, without a message. Sending is synchronous (an unbounded local outbox per peer, drained
 //! in order by a pump task), so requests reach a peer in the order they were routed: per-partition
 //! produce order across pipelined requests depends on it.
+//!
+//! Answers come back the same way, over a reply channel per pair of shards, and are handed to the
+//! waiting caller on its own shard. No task waker ever crosses a thread: glommio 0.9 frees a task
+//! twice when a waker is dropped on a foreign thread while its task completes (a race seen as
+//! "double free" aborts under topic churn), so cross-thread oneshot channels are not used.
 
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,7 +23,7 @@ use futures::channel::oneshot;
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use glommio::channels::local_channel::{self, LocalSender};
-use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
+use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender};
 use tracing::warn;
 use uuid::Uuid;
 
@@ -206,10 +213,16 @@ pub enum ShardResponse {
     ProducerId(Result<i64, i16>),
 }
 
-/// A routed request and where to send its answer.
+/// A routed request and the caller's id for its answer.
 pub struct Envelope {
     pub request: ShardRequest,
-    pub reply: oneshot::Sender<ShardResponse>,
+    pub call_id: u64,
+}
+
+/// An answer on its way back to the shard that routed the request.
+pub struct Reply {
+    pub call_id: u64,
+    pub response: ShardResponse,
 }
 
 /// What a shard runs routed work with. Implemented by the shard; the first call performs any
@@ -223,6 +236,9 @@ pub struct ShardRouter {
     shard_id: usize,
     shards: usize,
     outboxes: Vec<Option<LocalSender<Envelope>>>,
+    /// Callers on this shard waiting for an answer, by call id (local oneshots only).
+    waiting: Rc<RefCell<HashMap<u64, oneshot::Sender<ShardResponse>>>>,
+    next_call_id: Cell<u64>,
 }
 
 /// The unconnected channels of a full mesh, built before the shards start.
@@ -231,6 +247,10 @@ pub struct MeshEndpoints {
     pub senders: Vec<Option<SharedSender<Envelope>>>,
     /// `receivers[from]`: this shard's receiver from shard `from` (None for itself).
     pub receivers: Vec<Option<SharedReceiver<Envelope>>>,
+    /// `reply_senders[to]`: answers to requests that came from shard `to`.
+    pub reply_senders: Vec<Option<SharedSender<Reply>>>,
+    /// `reply_receivers[from]`: answers from shard `from` to this shard's requests.
+    pub reply_receivers: Vec<Option<SharedReceiver<Reply>>>,
 }
 
 /// Builds a full mesh of channels for `shards` shards; element `i` goes to shard `i`.
@@ -239,6 +259,8 @@ pub fn build_mesh(shards: usize) -> Vec<MeshEndpoints> {
         .map(|_| MeshEndpoints {
             senders: (0..shards).map(|_| None).collect(),
             receivers: (0..shards).map(|_| None).collect(),
+            reply_senders: (0..shards).map(|_| None).collect(),
+            reply_receivers: (0..shards).map(|_| None).collect(),
         })
         .collect();
     for from in 0..shards {
@@ -247,58 +269,75 @@ pub fn build_mesh(shards: usize) -> Vec<MeshEndpoints> {
                 let (tx, rx) = shared_channel::new_bounded(MESH_CHANNEL_CAPACITY);
                 eps[from].senders[to] = Some(tx);
                 eps[to].receivers[from] = Some(rx);
+                let (tx, rx) = shared_channel::new_bounded(MESH_CHANNEL_CAPACITY);
+                eps[to].reply_senders[from] = Some(tx);
+                eps[from].reply_receivers[to] = Some(rx);
             }
         }
     }
     eps
 }
 
+async fn connect_sender<T: Send + Sized + 'static>(tx: Option<SharedSender<T>>) -> Option<ConnectedSender<T>> {
+    match tx {
+        Some(tx) => Some(tx.connect().await),
+        None => None,
+    }
+}
+
+async fn connect_receiver<T: Send + Sized + 'static>(rx: Option<SharedReceiver<T>>) -> Option<ConnectedReceiver<T>> {
+    match rx {
+        Some(rx) => Some(rx.connect().await),
+        None => None,
+    }
+}
+
+/// A local unbounded outbox in front of a shared channel, drained in order by a pump task, so
+/// sending never waits and keeps the order of the calls.
+fn pump<T: Send + Sized + 'static>(connected: ConnectedSender<T>) -> LocalSender<T> {
+    let (local_tx, local_rx) = local_channel::new_unbounded::<T>();
+    glommio::spawn_local(async move {
+        while let Some(item) = local_rx.recv().await {
+            if connected.send(item).await.is_err() {
+                break;
+            }
+        }
+    })
+    .detach();
+    local_tx
+}
+
 impl ShardRouter {
-    /// Connects this shard's mesh endpoints: spawns a pump per outgoing channel and a receive
-    /// loop per incoming one that runs requests on `executor`.
+    /// Connects this shard's mesh endpoints: spawns a pump per outgoing channel (requests and
+    /// replies), a receive loop per incoming request channel that runs requests on `executor`,
+    /// and one per incoming reply channel that hands answers to the waiting callers.
     pub async fn connect<E: ShardExecutor + 'static>(shard_id: usize, endpoints: MeshEndpoints, executor: Weak<E>) -> ShardRouter {
         let shards = endpoints.senders.len();
         // Both ends of a shared channel must connect before either returns: connect all at once.
-        let senders = futures::future::join_all(endpoints.senders.into_iter().map(|tx| async move {
-            match tx {
-                Some(tx) => Some(tx.connect().await),
-                None => None,
-            }
-        }));
-        let receivers = futures::future::join_all(endpoints.receivers.into_iter().map(|rx| async move {
-            match rx {
-                Some(rx) => Some(rx.connect().await),
-                None => None,
-            }
-        }));
-        let (senders, receivers) = futures::future::join(senders, receivers).await;
-        let mut outboxes = Vec::with_capacity(shards);
-        for connected in senders {
-            let Some(connected) = connected else {
-                outboxes.push(None);
-                continue;
-            };
-            let (local_tx, local_rx) = local_channel::new_unbounded::<Envelope>();
-            glommio::spawn_local(async move {
-                while let Some(env) = local_rx.recv().await {
-                    if connected.send(env).await.is_err() {
-                        break;
-                    }
-                }
-            })
-            .detach();
-            outboxes.push(Some(local_tx));
-        }
-        for (from, connected) in receivers.into_iter().enumerate() {
-            let Some(connected) = connected else { continue };
+        let senders = futures::future::join_all(endpoints.senders.into_iter().map(connect_sender));
+        let receivers = futures::future::join_all(endpoints.receivers.into_iter().map(connect_receiver));
+        let reply_senders = futures::future::join_all(endpoints.reply_senders.into_iter().map(connect_sender));
+        let reply_receivers = futures::future::join_all(endpoints.reply_receivers.into_iter().map(connect_receiver));
+        let ((senders, receivers), (reply_senders, reply_receivers)) =
+            futures::future::join(futures::future::join(senders, receivers), futures::future::join(reply_senders, reply_receivers)).await;
+        let outboxes: Vec<Option<LocalSender<Envelope>>> = senders.into_iter().map(|c| c.map(pump)).collect();
+        let reply_outboxes: Vec<Option<LocalSender<Reply>>> = reply_senders.into_iter().map(|c| c.map(pump)).collect();
+        for (from, (connected, replies)) in receivers.into_iter().zip(reply_outboxes).enumerate() {
+            let (Some(connected), Some(replies)) = (connected, replies) else { continue };
             let executor = executor.clone();
+            let replies = Rc::new(replies);
             glommio::spawn_local(async move {
                 while let Some(env) = connected.recv().await {
                     let Some(exec) = executor.upgrade() else { break };
                     // Synchronous part now (arrival order), the rest in its own task.
                     let fut = exec.execute(env.request);
+                    let replies = replies.clone();
+                    let call_id = env.call_id;
                     glommio::spawn_local(async move {
-                        let _ = env.reply.send(fut.await);
+                        let response = fut.await;
+                        if replies.try_send(Reply { call_id, response }).is_err() {
+                            warn!(to = from, "reply outbox closed");
+                        }
                     })
                     .detach();
                 }
@@ -306,7 +345,22 @@ impl ShardRouter {
             })
             .detach();
         }
-        ShardRouter { shard_id, shards, outboxes }
+        let waiting: Rc<RefCell<HashMap<u64, oneshot::Sender<ShardResponse>>>> = Rc::default();
+        for (from, connected) in reply_receivers.into_iter().enumerate() {
+            let Some(connected) = connected else { continue };
+            let waiting = waiting.clone();
+            glommio::spawn_local(async move {
+                while let Some(reply) = connected.recv().await {
+                    // The caller may have gone (its connection closed): the answer is dropped.
+                    if let Some(tx) = waiting.borrow_mut().remove(&reply.call_id) {
+                        let _ = tx.send(reply.response);
+                    }
+                }
+                warn!(from, "mesh reply loop ended");
+            })
+            .detach();
+        }
+        ShardRouter { shard_id, shards, outboxes, waiting, next_call_id: Cell::new(0) }
     }
 
     pub fn shard_id(&self) -> usize {
@@ -324,11 +378,15 @@ impl ShardRouter {
         if target == self.shard_id {
             return local.clone().execute(request);
         }
+        let call_id = self.next_call_id.get();
+        self.next_call_id.set(call_id + 1);
         let (tx, rx) = oneshot::channel();
+        let previous = self.waiting.borrow_mut().insert(call_id, tx);
+        assert!(previous.is_none(), "call id {call_id} reused");
         let outbox = self.outboxes[target].as_ref().expect("outbox to peer");
-        if outbox.try_send(Envelope { request, reply: tx }).is_err() {
+        if outbox.try_send(Envelope { request, call_id }).is_err() {
             panic!("unbounded outbox to shard {target} refused a message");
         }
-        async move { rx.await.expect("owner shard dropped a routed request") }.boxed_local()
+        async move { rx.await.expect("routed request lost its reply") }.boxed_local()
     }
 }

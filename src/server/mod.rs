@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use glommio::{LocalExecutorBuilder, Placement};
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use crate::config::BrokerConfig;
 use crate::metadata::MetadataStore;
@@ -36,8 +36,29 @@ fn allowed_cpus() -> Vec<usize> {
 /// long instead of hanging forever. The cost is one timer per shard per tick.
 const STALL_GUARD_TICK: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// glibc malloc arenas the broker may use. By default glibc gives each thread that contends its
+/// own arena, up to 8 per core; log batches allocated on one shard are freed on another (the
+/// owner's tail cache evicts them), and free memory scattered over many arenas is not given back,
+/// so resident memory crept up over long runs (issue 7's soak). Two arenas kept it flat.
+const MALLOC_ARENA_LIMIT: i32 = 2;
+
+/// Applies [`MALLOC_ARENA_LIMIT`] before any executor thread starts, unless the operator set
+/// `MALLOC_ARENA_MAX` in the environment (glibc reads that itself and it wins).
+fn limit_malloc_arenas() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return;
+    }
+    // SAFETY: mallopt only changes allocator parameters; called before the shards' threads exist.
+    let ok = unsafe { libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENA_LIMIT) };
+    if ok != 1 {
+        warn!("mallopt(M_ARENA_MAX, {MALLOC_ARENA_LIMIT}) failed; resident memory may creep on long runs");
+    }
+}
+
+
 /// Runs the broker until the process is killed.
 pub fn run(mut config: BrokerConfig) -> Result<()> {
+    limit_malloc_arenas();
     let cpus = match &config.cpus {
         Some(list) => list.clone(),
         None => allowed_cpus(),
