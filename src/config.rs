@@ -116,7 +116,8 @@ pub struct BrokerConfig {
     /// `producer.id.expiration.ms`: idle time after which a producer's dedup state is dropped.
     pub producer_id_expiration_ms: i64,
     /// `--memory` / `memory` (as Redpanda's flag): the memory the broker may use for log data,
-    /// split evenly among shards. Default: half of the machine's physical memory.
+    /// split evenly among shards. Default: half of the machine's physical memory, at most
+    /// 2 GiB per CPU.
     pub memory_bytes: usize,
     /// `max.incremental.fetch.session.cache.slots` (broker-wide, shared out among shards).
     pub fetch_session_cache_slots: usize,
@@ -202,15 +203,22 @@ impl Default for BrokerConfig {
     }
 }
 
-/// Half of the physical memory, the default memory budget.
+/// Most memory the default budget gives each CPU (as Redpanda's sizing guide: 2 GiB per core).
+/// A larger tail cache costs more than it serves: every byte of it is a fresh page the kernel
+/// faults in and zeroes while it fills, and on the 2-core bench machine a budget of half of
+/// 24 GiB cut produce throughput by a third and doubled broker CPU per GiB against 2 GiB per
+/// shard (10 GB of 1 KiB records, acks=all, 8 partitions; BENCHMARKS.md).
+pub const DEFAULT_MEMORY_PER_CPU: usize = 2 << 30;
+
+/// The default memory budget: half of the physical memory, at most
+/// [`DEFAULT_MEMORY_PER_CPU`] for each CPU this process may run on.
 fn default_memory_bytes() -> usize {
+    // SAFETY: sysconf only reads system values.
     let pages = unsafe { libc::sysconf(libc::_SC_PHYS_PAGES) };
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if pages > 0 && page > 0 {
-        (pages as usize).saturating_mul(page as usize) / 2
-    } else {
-        1 << 30
-    }
+    let half = if pages > 0 && page > 0 { (pages as usize).saturating_mul(page as usize) / 2 } else { 1 << 30 };
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    half.min(cpus.saturating_mul(DEFAULT_MEMORY_PER_CPU))
 }
 
 /// A byte size: a number with an optional K, M, G or T suffix (powers of 1024), e.g. 2G.

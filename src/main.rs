@@ -58,7 +58,7 @@ struct ServeArgs {
     #[arg(long, value_delimiter = ',')]
     cpus: Option<Vec<usize>>,
     /// Memory for log data (tail cache, writes in flight), split among shards, e.g. 4G;
-    /// default: half of physical memory.
+    /// default: half of physical memory, at most 2 GiB per CPU.
     #[arg(long)]
     memory: Option<String>,
     /// A Kafka-named setting, e.g. --set log.segment.bytes=1073741824 (repeatable).
