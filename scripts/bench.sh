@@ -251,14 +251,15 @@ BROKER_SEQ=0
 BROKER_PORT=""
 BROKER_LOG=""
 # start_broker DATA_DIR PARTITIONS: a broker on a free port; sets BROKER_PID, BROKER_PORT.
-start_broker() {
+start_broker() { # DIR PARTITIONS [extra serve arguments...]
     local dir="$1" parts="$2" attempt i
+    local extra=("${@:3}")
     mkdir -p "$dir"
     for attempt in 1 2 3; do
         BROKER_SEQ=$((BROKER_SEQ + 1))
         BROKER_LOG="$LOG_DIR/broker-$BROKER_SEQ.log"
         BROKER_PORT="$(free_port)"
-        local cmd=("$BIN" serve --listen "127.0.0.1:$BROKER_PORT" --data-dir "$dir" --set "num.partitions=$parts")
+        local cmd=("$BIN" serve --listen "127.0.0.1:$BROKER_PORT" --data-dir "$dir" --set "num.partitions=$parts" "${extra[@]}")
         record_cmd "${cmd[@]}"
         STRAND_LOG=warn "${cmd[@]}" >"$BROKER_LOG" 2>&1 &
         BROKER_PID=$!
@@ -802,7 +803,10 @@ for c in "${CONSUME_CASES[@]}"; do
     wait_quiet
     sample_load
     rm -rf "$dir"
-    start_broker "$dir" "$parts"
+    # "Tail" means from the broker's tail cache: give it room for the whole data set (the default
+    # --memory, 2 GiB per CPU, caches 1 GiB per shard), as an operator sizes --memory for the lag
+    # its consumers may have. The cold run restarts the broker, so its cache is empty anyway.
+    start_broker "$dir" "$parts" --memory "$((CONSUME_BYTES * 4 * $(nproc) / 2))" --set "log.tail.cache.bytes=$((CONSUME_BYTES * 2))"
     n="$(clamp_records "$(calc "$CONSUME_BYTES / $size")" "$size")"
     say "consume $(label_size "$size") partitions=$parts: produce $n records, consume them from the tail, restart, consume cold"
     ok=ok
