@@ -9,9 +9,9 @@
 #   1. builds the release binary (unless --no-build) and starts a broker on a free port with a fresh
 #      data directory (target/soak-data; the machine's real disk);
 #   2. measures the maximum produce rate (strand perf produce, unthrottled, acks=all, ~10 s) and
-#      produces at half of it for the whole soak. Retention is not enforced yet, so the data goes
-#      to a new topic `soak-<k>` every period (sized so that three periods use at most a third of
-#      the free disk) and the topic of two periods before is deleted (topic churn too);
+#      produces at half of it for the whole soak. The data goes to a new topic `soak-<k>` every
+#      period (sized so that three periods use at most a third of the free disk) and the topic of
+#      two periods before is deleted: disk use stays bounded and topic deletion runs under load;
 #   3. consumers: per topic, `strand perf consume --group soak-tail-<k>` reading all of it, and a
 #      churning group `soak-churn` (confluent-kafka / librdkafka consumers in a Python helper,
 #      subscribed to ^soak-[0-9]+$): 1-3 members, one joins or leaves every few seconds, each
