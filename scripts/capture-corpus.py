@@ -10,7 +10,7 @@ multi-frame streams. Frames over 64 KiB are skipped and at most PER_VERSION fram
 (api key, version), so the corpus stays small.
 
 Afterwards derive the other targets' corpora from these frames:
-  cargo test --release --test fuzz_replay -- --ignored derive_corpus
+  cargo run --release --example derive_corpus
 
 Usage: scripts/capture-corpus.py   (needs target/release/strand and tests/clients deps)
 """

@@ -158,6 +158,59 @@ pub type Target = fn(&[u8]);
 pub const TARGETS: &[(&str, Target)] =
     &[("frames", frames), ("request_header", request_header), ("request_body", request_body), ("record_batch", record_batch)];
 
+/// A stable file name for a corpus input: its FNV-1a hash, 16 hex digits.
+pub fn input_name(data: &[u8]) -> String {
+    let h = data.iter().fold(0xcbf29ce484222325u64, |h, &x| (h ^ x as u64).wrapping_mul(0x100000001b3));
+    format!("{h:016x}")
+}
+
+/// Derives the `request_header`, `request_body` and `record_batch` corpora from the captured
+/// frames in `corpus_dir/frames` (files `stream-*` are multi-frame streams and are skipped).
+/// Returns the number of files written. Run by `cargo run --release --example derive_corpus`.
+pub fn derive_corpus(corpus_dir: &std::path::Path) -> std::io::Result<usize> {
+    /// At most this many produce payloads go into the record_batch corpus.
+    const MAX_BATCH_INPUTS: usize = 40;
+    let mut written = 0;
+    let mut write = |target: &str, data: &[u8]| -> std::io::Result<()> {
+        let dir = corpus_dir.join(target);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join(input_name(data)), data)?;
+        written += 1;
+        Ok(())
+    };
+    let mut paths: Vec<std::path::PathBuf> = std::fs::read_dir(corpus_dir.join("frames"))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    paths.sort();
+    let mut batches = 0;
+    for p in paths {
+        let b = std::fs::read(&p)?;
+        if p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("stream-")) || b.len() < 12 {
+            continue;
+        }
+        let frame = &b[4..];
+        write("request_header", &frame[..frame.len().min(512)])?;
+        if let Some(body) = body_input_from_frame(frame) {
+            write("request_body", &body)?;
+        }
+        if let Ok(Parsed::Request(_, req)) = request(Bytes::copy_from_slice(frame)) {
+            if let RequestKind::Produce(r) = *req {
+                for rec in r.topic_data.into_iter().flat_map(|t| t.partition_data).filter_map(|pd| pd.records) {
+                    if batches < MAX_BATCH_INPUTS {
+                        let mut input = vec![0u8];
+                        input.extend_from_slice(&rec);
+                        write("record_batch", &input)?;
+                        batches += 1;
+                    }
+                }
+            }
+        }
+    }
+    Ok(written)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

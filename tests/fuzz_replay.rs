@@ -16,10 +16,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{Broker, StartOpts};
-use kafka_protocol::messages::RequestKind;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use strand::fuzzing::{self, Parsed, TARGETS};
+use strand::fuzzing::{self, TARGETS};
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
@@ -45,14 +44,10 @@ fn run_one(target: &str, f: fn(&[u8]), input: &[u8], origin: &str) {
     if std::panic::catch_unwind(AssertUnwindSafe(|| f(input))).is_err() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("fuzz-failures").join(target);
         std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("crash-{:016x}", fnv(input)));
+        let path = dir.join(format!("crash-{}", fuzzing::input_name(input)));
         std::fs::write(&path, input).unwrap();
         panic!("fuzz target {target} panicked on {origin} ({} bytes), saved as {}", input.len(), path.display());
     }
-}
-
-fn fnv(b: &[u8]) -> u64 {
-    b.iter().fold(0xcbf29ce484222325u64, |h, &x| (h ^ x as u64).wrapping_mul(0x100000001b3))
 }
 
 #[test]
@@ -173,46 +168,6 @@ fn mutated_and_random_inputs() {
             execs += 1;
         }
         eprintln!("{t}: {execs} inputs in {:?}", t0.elapsed());
-    }
-}
-
-/// Writes the request_header, request_body and record_batch corpora from the captured frames.
-/// Run after scripts/capture-corpus.py: `cargo test --release --test fuzz_replay -- --ignored derive_corpus`.
-#[test]
-#[ignore = "a tool: regenerates the derived corpora"]
-fn derive_corpus() {
-    let out = fuzz_dir().join("corpus");
-    let write = |target: &str, data: &[u8]| {
-        let dir = out.join(target);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(format!("{:016x}", fnv(data))), data).unwrap();
-    };
-    let mut batches = 0;
-    for (p, b) in files(&out.join("frames")) {
-        if p.file_name().unwrap().to_string_lossy().starts_with("stream-") || b.len() < 12 {
-            continue;
-        }
-        let frame = &b[4..];
-        write("request_header", &frame[..frame.len().min(512)]);
-        if let Some(body) = fuzzing::body_input_from_frame(frame) {
-            write("request_body", &body);
-        }
-        if let Ok(Parsed::Request(_, req)) = fuzzing::request(Bytes::copy_from_slice(frame)) {
-            if let RequestKind::Produce(r) = *req {
-                for t in r.topic_data {
-                    for pd in t.partition_data {
-                        if let Some(rec) = pd.records {
-                            if batches < 40 {
-                                let mut input = vec![0u8];
-                                input.extend_from_slice(&rec);
-                                write("record_batch", &input);
-                                batches += 1;
-                            }
-                        }
-                    }
-                }
-            }
-        }
     }
 }
 
