@@ -121,7 +121,7 @@ impl GroupStore {
         RecordBatchEncoder::encode(&mut buf, recs.iter(), &RecordEncodeOptions { version: 2, compression: Compression::None })
             .map_err(|e| StorageError::Failed(format!("encode group record: {e}")))?;
         let summary = batch::validate_batches(&buf, usize::MAX).map_err(|e| StorageError::Failed(e.to_string()))?;
-        let info = self.log.append(buf, &summary, true)?;
+        let info = self.log.append(buf.freeze(), &summary, true)?;
         self.log.wait_persisted(&info, true).await
     }
 

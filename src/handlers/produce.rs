@@ -1,6 +1,7 @@
 //! Produce: validate batches (framing, CRC32C, size), route each partition's batches to its
 //! owner shard, and answer once they are persisted per `acks` (0: no answer, 1: written,
-//! -1/all: fdatasync'd). The producer's bytes are stored verbatim.
+//! -1/all: fdatasync'd). The producer's bytes go to the owner as slices of the request frame,
+//! uncopied; the log's writer stamps the offsets in its aligned copy (see `storage::partition_log`).
 
 use std::rc::Rc;
 
@@ -56,7 +57,7 @@ pub fn handle(shard: &Rc<Shard>, version: i16, req: ProduceRequest) -> LocalBoxF
                     items.push(ProduceItem {
                         topic: meta.name.clone(),
                         partition: p.index,
-                        data: BytesMut::from(&records[..]),
+                        data: records,
                         summary,
                     });
                 }

@@ -18,7 +18,7 @@ use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use futures::channel::oneshot;
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
@@ -46,7 +46,8 @@ pub const MESH_CHANNEL_CAPACITY: usize = 1024;
 pub struct ProduceItem {
     pub topic: String,
     pub partition: i32,
-    pub data: BytesMut,
+    /// The producer's batches as received: a slice of the request frame, never copied.
+    pub data: Bytes,
     pub summary: BatchesSummary,
 }
 

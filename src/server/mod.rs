@@ -96,6 +96,7 @@ pub fn run(mut config: BrokerConfig) -> Result<()> {
         let counter = counter.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{id}"))
+            .io_memory(crate::storage::segment::IO_MEMORY_BYTES)
             .spawn(move || async move {
                 let listen = config.listen;
                 let data_dir = config.data_dir.clone();

@@ -65,11 +65,14 @@ pub(crate) fn touch() -> u64 {
     })
 }
 
+/// Appended bytes now wait for the device (they enter the tail cache once written).
 pub(crate) fn on_append(bytes: usize) {
-    MEMORY.with_borrow_mut(|m| {
-        m.cache_used += bytes;
-        m.unwritten += bytes;
-    });
+    MEMORY.with_borrow_mut(|m| m.unwritten += bytes);
+}
+
+/// Written bytes entered the tail cache, holding `charge` bytes of memory.
+pub(crate) fn on_cached(charge: usize) {
+    MEMORY.with_borrow_mut(|m| m.cache_used += charge);
 }
 
 pub(crate) fn on_written(bytes: usize) {

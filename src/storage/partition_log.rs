@@ -9,10 +9,14 @@
 //! drains the pending batches: everything appended while a write is in flight goes out in the
 //! next single DMA write, followed by one fdatasync when any of it was produced with acks=all.
 //!
+//! The producer's bytes are never copied nor changed on the append path: the writer copies them
+//! once, into the aligned buffer of the DMA write, and stamps each batch's offsets there. That
+//! buffer, once written, is the tail cache entry (`CachedBatches`): fetches of recent data send
+//! slices of the very bytes on the device.
+//!
 //! A failed write, fdatasync or segment roll (ENOSPC, EIO) does not stop the log for good:
 //! - the log end is cut back to the written offset: batches not yet on the device (the failed
-//!   write and everything appended after it) are dropped from the pending queue, the tail cache,
-//!   the segment's size and index and the producer state, and their producers are answered with
+//!   write and everything appended after it) are dropped from the pending queue, the segment's size and index and the producer state, and their producers are answered with
 //!   KAFKA_STORAGE_ERROR. Their offsets are given to the next batches, so offsets stay dense and
 //!   no consumer ever saw them (reads stop at the high watermark, the written offset; and the
 //!   file is cut back to its logical size before the next write);
@@ -31,7 +35,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use event_listener::Event;
 use glommio::io::DmaFile;
 use tracing::{debug, info, warn};
@@ -154,14 +158,20 @@ struct Segment {
     reader: Option<Arc<std::fs::File>>,
 }
 
+/// Batches of one write as they are on the device, usually a slice of the write's own aligned
+/// buffer (see `SegmentWriter::append_kept`).
 struct CachedBatches {
     base_offset: i64,
     next_offset: i64,
     bytes: Bytes,
+    /// Memory held (the whole aligned buffer when `bytes` is a slice of it), charged to the
+    /// partition's and the shard's cache budgets.
+    charge: usize,
 }
 
 struct Pending {
     segment_base: i64,
+    base_offset: i64,
     next_offset: i64,
     bytes: Bytes,
 }
@@ -370,7 +380,7 @@ impl PartitionLog {
 
     /// Appends validated batches, assigning offsets from the log end. Synchronous: call order is
     /// log order. `sync` asks the writer to fdatasync after writing them (acks=all).
-    pub fn append(&self, mut data: BytesMut, summary: &BatchesSummary, sync: bool) -> Result<AppendInfo, StorageError> {
+    pub fn append(&self, data: Bytes, summary: &BatchesSummary, sync: bool) -> Result<AppendInfo, StorageError> {
         let mut st = self.state.borrow_mut();
         if let Some(e) = &st.failed {
             return Err(StorageError::Failed(e.clone()));
@@ -396,10 +406,11 @@ impl PartitionLog {
                 SequenceCheck::Reject(code) => return Err(StorageError::Refused(code)),
             }
         }
+        // The producer's bytes are kept as they came; the writer stamps the offsets in its
+        // aligned buffer (see `run_writer`).
         let base = st.next_offset;
-        let next = batch::assign_offsets(&mut data, base, 0);
-        debug_assert_eq!(next - base, summary.offset_count);
-        let bytes = data.freeze();
+        let next = base + summary.offset_count;
+        let bytes = data;
         let len = bytes.len() as u64;
 
         // Segment roll is decided here, so positions and indexes are known at append time.
@@ -435,12 +446,15 @@ impl PartitionLog {
             }
         }
         let active = st.segments.last_mut().unwrap();
+        let mut batch_base = base;
         for (pos, h) in batch::iter_headers(&bytes) {
-            let rel = (h.base_offset - active.base_offset) as u32;
+            let rel = (batch_base - active.base_offset) as u32;
             let position = (active.size + pos as u64) as u32;
             active.index.on_append(rel, position, h.size, active.max_timestamp, interval);
             active.max_timestamp = active.max_timestamp.max(h.max_timestamp);
+            batch_base += h.last_offset_delta as i64 + 1;
         }
+        debug_assert_eq!(batch_base, next);
         active.size += len;
         active.next_offset = next;
         let segment_base = active.base_offset;
@@ -448,11 +462,9 @@ impl PartitionLog {
         if sync {
             st.sync_wanted = next;
         }
-        st.pending.push_back(Pending { segment_base, next_offset: next, bytes: bytes.clone() });
-        st.cache_bytes += bytes.len();
         memory::on_append(bytes.len());
+        st.pending.push_back(Pending { segment_base, base_offset: base, next_offset: next, bytes });
         self.last_used.set(memory::touch());
-        st.cache.push_back(CachedBatches { base_offset: base, next_offset: next, bytes });
         let log_start_offset = st.log_start_offset;
         let epoch = st.epoch;
         drop(st);
@@ -736,8 +748,8 @@ impl PartitionLog {
             active.index.truncate(rel);
             while st.cache.back().is_some_and(|c| c.base_offset >= to) {
                 let c = st.cache.pop_back().unwrap();
-                st.cache_bytes -= c.bytes.len();
-                evicted += c.bytes.len();
+                st.cache_bytes -= c.charge;
+                evicted += c.charge;
             }
             st.producers.truncate(to);
             st.epoch += 1;
@@ -791,8 +803,8 @@ fn evict_front(st: &mut LogState, mut more: impl FnMut(usize, usize, &CachedBatc
             break;
         }
         let c = st.cache.pop_front().unwrap();
-        st.cache_bytes -= c.bytes.len();
-        freed += c.bytes.len();
+        st.cache_bytes -= c.charge;
+        freed += c.charge;
     }
     memory::on_evicted(freed);
     freed
@@ -999,15 +1011,25 @@ fn cached_slices<T>(cache: &VecDeque<CachedBatches>, offset: i64, max_bytes: usi
     let mut out = (Vec::new(), 0usize);
     let first = cache.partition_point(|c| c.next_offset <= offset);
     for c in cache.iter().skip(first).take_while(|c| c.base_offset < end) {
+        // The batches taken from one entry are contiguous: one slice for all of them.
+        let mut run: Option<(usize, usize)> = None;
+        let mut full = false;
         for (pos, h) in batch::iter_headers(&c.bytes) {
             if h.next_offset() <= offset {
                 continue;
             }
             if out.1 > 0 && out.1 + h.size > max_bytes {
-                return out;
+                full = true;
+                break;
             }
-            out.0.push(wrap(c.bytes.slice(pos..pos + h.size)));
+            run = Some((run.map_or(pos, |r| r.0), pos + h.size));
             out.1 += h.size;
+        }
+        if let Some((from, to)) = run {
+            out.0.push(wrap(c.bytes.slice(from..to)));
+        }
+        if full {
+            break;
         }
     }
     out
@@ -1072,11 +1094,14 @@ async fn read_file(file: &DmaFile, start: u64, end: u64, offset: i64, max_bytes:
 /// rolls segments, fdatasyncs when producers wait for durability, trims the tail cache.
 async fn run_writer(log: Rc<PartitionLog>, mut writer: SegmentWriter) {
     let mut chunks: Vec<Bytes> = Vec::new();
+    // The base offset of each chunk's first batch, stamped in the aligned buffer.
+    let mut bases: Vec<i64> = Vec::new();
     loop {
         let listener = log.work.listen();
         let (segment_base, last_next, want_sync, closed) = {
             let mut st = log.state.borrow_mut();
             chunks.clear();
+            bases.clear();
             let mut bytes = 0usize;
             let mut seg_base = None;
             let mut last_next = st.written_offset;
@@ -1089,6 +1114,7 @@ async fn run_writer(log: Rc<PartitionLog>, mut writer: SegmentWriter) {
                 let p = st.pending.pop_front().unwrap();
                 bytes += p.bytes.len();
                 last_next = p.next_offset;
+                bases.push(p.base_offset);
                 chunks.push(p.bytes);
             }
             let want_sync = st.sync_wanted > st.durable_offset;
@@ -1130,11 +1156,17 @@ async fn run_writer(log: Rc<PartitionLog>, mut writer: SegmentWriter) {
             }
         }
         let bytes_written: usize = chunks.iter().map(|c| c.len()).sum();
-        let res = writer.append(&chunks).await;
+        let first_base = bases[0];
+        let res = writer
+            .append_kept(&chunks, |i, part| {
+                batch::assign_offsets(part, bases[i], 0);
+            })
+            .await;
         // Written or failed, these bytes no longer wait for the device.
         memory::on_written(bytes_written);
-        let size = match res {
-            Ok(s) => s,
+        chunks.clear();
+        let appended = match res {
+            Ok(a) => a,
             Err(e) => {
                 log.fail(&e);
                 if log.recover(&writer).await {
@@ -1160,8 +1192,12 @@ async fn run_writer(log: Rc<PartitionLog>, mut writer: SegmentWriter) {
                 st.durable_offset = last_next;
             }
             if let Some(seg) = st.segments.iter_mut().rev().find(|s| s.base_offset == segment_base) {
-                seg.written_size = size;
+                seg.written_size = appended.size;
             }
+            // The tail cache holds what was just written, as written.
+            st.cache_bytes += appended.charge;
+            memory::on_cached(appended.charge);
+            st.cache.push_back(CachedBatches { base_offset: first_base, next_offset: last_next, bytes: appended.data, charge: appended.charge });
             // Trim the cache: only batches already on the device may leave it.
             let cap = log.config.borrow().tail_cache_bytes;
             evict_front(&mut st, |_, cached, _| cached > cap);
@@ -1229,6 +1265,7 @@ async fn try_roll(log: &PartitionLog, old: &SegmentWriter, new_base: i64) -> std
 mod tests {
     use super::*;
     use crate::storage::batch;
+    use bytes::BytesMut;
     use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 
     fn idempotent_batch(pid: i64, epoch: i16, first_seq: i32, n: usize) -> BytesMut {
@@ -1256,11 +1293,55 @@ mod tests {
 
     fn append(log: &PartitionLog, b: BytesMut) -> Result<AppendInfo, StorageError> {
         let summary = batch::validate_batches(&b, 1 << 20).unwrap();
-        log.append(b, &summary, true)
+        log.append(b.freeze(), &summary, true)
     }
 
     fn config() -> LogConfig {
         LogConfig { segment_bytes: 8 * 1024, roll_ms: u64::MAX / 4, index_interval_bytes: 1024, tail_cache_bytes: 0, ..LogConfig::default() }
+    }
+
+    #[test]
+    fn tail_cache_holds_the_written_buffer_and_producer_bytes_stay_untouched() {
+        let dir = tempfile::tempdir_in(std::env::current_dir().unwrap()).unwrap();
+        let data = dir.path().to_path_buf();
+        std::fs::write(data.join("probe"), vec![1u8; 4096]).unwrap();
+        glommio::LocalExecutorBuilder::default()
+            .io_memory(segment::IO_MEMORY_BYTES)
+            .spawn(move || async move {
+                let probe = glommio::io::DmaFile::open(data.join("probe")).await.unwrap();
+                let _ = probe.read_at(0, 512).await;
+                let config = LogConfig { segment_bytes: 1 << 30, tail_cache_bytes: 64 << 20, ..config() };
+                let log = PartitionLog::open("t", 0, data.join("t-0"), config).await.unwrap();
+                // A large write: the cache keeps the aligned buffer itself, charged whole.
+                let big = idempotent_batch(7, 0, 0, 500).freeze();
+                assert!(big.len() > segment::IO_MEMORY_BYTES);
+                let info = log.append(big.clone(), &batch::validate_batches(&big, 1 << 20).unwrap(), true).unwrap();
+                log.wait_persisted(&info, true).await.unwrap();
+                let padded = (big.len() as u64).div_ceil(segment::WRITE_ALIGN) as usize * segment::WRITE_ALIGN as usize;
+                assert_eq!(memory::cache_usage().0, padded, "charged the whole aligned buffer");
+                let r = log.read(0, 1 << 20).await.unwrap();
+                assert_eq!(r.chunks.len(), 1);
+                assert_eq!(r.chunks[0].as_ptr() as usize % segment::WRITE_ALIGN as usize, 0, "a slice of the DMA buffer, not a copy");
+                // A small write is copied for the cache and charged its length.
+                let small = idempotent_batch(7, 0, 500, 3).freeze();
+                let info2 = log.append(small.clone(), &batch::validate_batches(&small, 1 << 20).unwrap(), true).unwrap();
+                log.wait_persisted(&info2, true).await.unwrap();
+                assert_eq!(memory::cache_usage().0, padded + small.len());
+                // The offsets are stamped in the written copy; the producer's bytes are as sent.
+                assert_eq!(batch::parse_header(&small).unwrap().base_offset, 0);
+                let r = log.read(info2.base_offset, 1 << 20).await.unwrap();
+                let h = batch::parse_header(&r.chunks[0]).unwrap();
+                assert_eq!((h.base_offset, h.last_offset()), (500, 502));
+                assert_eq!(&r.chunks[0][8..12], &small[8..12]);
+                assert_eq!(&r.chunks[0][16..], &small[16..], "only baseOffset and partitionLeaderEpoch differ");
+                // Both writes read back from the cache as one run of batches each.
+                let all = log.read(0, 1 << 20).await.unwrap();
+                assert_eq!(all.chunks.len(), 2);
+                assert_eq!(all.bytes, big.len() + small.len());
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     #[test]

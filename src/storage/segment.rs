@@ -17,6 +17,59 @@ pub const WRITE_ALIGN: u64 = 4096;
 /// Bytes read per call while scanning a segment at recovery.
 const SCAN_CHUNK: usize = 1 << 20;
 
+/// glommio's pool of io_uring-registered DMA memory per shard (`LocalExecutorBuilder::io_memory`).
+/// Kept small on purpose: every DMA buffer larger than the pool comes from the global allocator,
+/// so the tail cache can keep a written buffer and let any thread free it (see [`kept_bytes`]).
+/// A larger pool bought no CPU in A/B runs (BENCHMARKS.md, issue 6).
+pub const IO_MEMORY_BYTES: usize = 64 << 10;
+
+/// What an [`SegmentWriter::append_kept`] wrote: the segment's new size, the appended bytes as
+/// they are on the device, and the memory those bytes hold (what the tail cache is charged).
+pub struct Appended {
+    pub size: u64,
+    pub data: Bytes,
+    pub charge: usize,
+}
+
+/// A written DMA buffer that glommio took from the global allocator, not from its registered
+/// pool (which belongs to the shard's thread): freeing it on another thread is sound, so the
+/// tail cache may share it with fetches answered on any shard.
+struct HeapDmaBuffer(glommio::io::DmaBuffer);
+
+// SAFETY: only built by `kept_bytes` for buffers whose storage is glommio's `Sys` variant, a
+// plain `std::alloc` allocation with no thread affinity; the buffer is never written again.
+unsafe impl Send for HeapDmaBuffer {}
+
+impl AsRef<[u8]> for HeapDmaBuffer {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+/// Whether glommio allocated `buf` from the global allocator. glommio does not say so through
+/// its API; its `Debug` output names the storage, which is read into a stack buffer here.
+fn is_heap_buffer(buf: &glommio::io::DmaBuffer) -> bool {
+    use std::io::Write;
+    let mut text = [0u8; 48];
+    let mut cursor = &mut text[..];
+    let _ = write!(cursor, "{buf:?}");
+    const SYS: &[u8] = b"DmaBuffer { storage: Sys(";
+    text.starts_with(SYS)
+}
+
+/// The bytes `range` of a written buffer, for the tail cache: the buffer itself when it can
+/// travel to other threads (no copy; charged its whole size), else a copy of the range.
+fn kept_bytes(buf: Rc<glommio::io::DmaBuffer>, range: std::ops::Range<usize>) -> (Bytes, usize) {
+    match Rc::try_unwrap(buf) {
+        Ok(buf) if buf.len() > IO_MEMORY_BYTES && is_heap_buffer(&buf) => {
+            let charge = buf.len();
+            (Bytes::from_owner(HeapDmaBuffer(buf)).slice(range), charge)
+        }
+        Ok(buf) => (Bytes::copy_from_slice(&buf.as_bytes()[range.clone()]), range.len()),
+        Err(shared) => (Bytes::copy_from_slice(&shared.as_bytes()[range.clone()]), range.len()),
+    }
+}
+
 /// Name of a segment file: the 20-digit zero-padded base offset, as Kafka.
 pub fn segment_file_name(base_offset: i64) -> String {
     format!("{base_offset:020}.log")
@@ -120,24 +173,39 @@ impl SegmentWriter {
     /// Writes `chunks` after the current end with one DMA write, returning the new size.
     /// The data is on the device (not necessarily durable) when this returns.
     pub async fn append(&mut self, chunks: &[Bytes]) -> std::io::Result<u64> {
+        Ok(self.write(chunks, |_, _| {}, false).await?.size)
+    }
+
+    /// As [`append`](Self::append), but each chunk may be rewritten in the aligned buffer by
+    /// `patch(chunk index, bytes)` before the write (the log stamps offsets there, never in the
+    /// producer's bytes), and the appended bytes come back as written, for the tail cache.
+    pub async fn append_kept(&mut self, chunks: &[Bytes], patch: impl FnMut(usize, &mut [u8])) -> std::io::Result<Appended> {
+        self.write(chunks, patch, true).await
+    }
+
+    async fn write(&mut self, chunks: &[Bytes], mut patch: impl FnMut(usize, &mut [u8]), keep: bool) -> std::io::Result<Appended> {
         let data_len: usize = chunks.iter().map(|c| c.len()).sum();
-        let total = self.partial.len() + data_len;
+        let partial_len = self.partial.len();
+        let total = partial_len + data_len;
         let padded = (total as u64).div_ceil(WRITE_ALIGN) * WRITE_ALIGN;
         self.reserve(self.aligned_pos + padded).await?;
         let mut buf = self.file.alloc_dma_buffer(padded as usize);
         {
             let dst = buf.as_bytes_mut();
-            let mut at = self.partial.len();
+            let mut at = partial_len;
             dst[..at].copy_from_slice(&self.partial);
-            for c in chunks {
-                dst[at..at + c.len()].copy_from_slice(c);
+            for (i, c) in chunks.iter().enumerate() {
+                let part = &mut dst[at..at + c.len()];
+                part.copy_from_slice(c);
+                patch(i, part);
                 at += c.len();
             }
             dst[at..].fill(0);
         }
+        let buf = Rc::new(buf);
         let written = self
             .file
-            .write_at(buf, self.aligned_pos)
+            .write_rc_at(buf.clone(), self.aligned_pos)
             .await
             .map_err(std::io::Error::from)?;
         if (written as u64) < padded {
@@ -148,31 +216,13 @@ impl SegmentWriter {
         // Keep the new partial block: the tail of what was just written.
         let new_size = self.aligned_pos + total as u64;
         let new_aligned = new_size - new_size % WRITE_ALIGN;
-        let keep = (new_size - new_aligned) as usize;
-        let mut tail = Vec::with_capacity(WRITE_ALIGN as usize);
-        if keep > 0 {
-            // The last `keep` bytes of partial ++ chunks.
-            let mut need = keep;
-            let mut parts: Vec<&[u8]> = Vec::new();
-            for c in chunks.iter().rev() {
-                if need == 0 {
-                    break;
-                }
-                let take = need.min(c.len());
-                parts.push(&c[c.len() - take..]);
-                need -= take;
-            }
-            if need > 0 {
-                parts.push(&self.partial[self.partial.len() - need..]);
-            }
-            for p in parts.iter().rev() {
-                tail.extend_from_slice(p);
-            }
-        }
+        let from = (new_aligned - self.aligned_pos) as usize;
+        self.partial.clear();
+        self.partial.extend_from_slice(&buf.as_bytes()[from..total]);
         self.aligned_pos = new_aligned;
-        self.partial = tail;
         debug_assert_eq!(self.size(), new_size);
-        Ok(new_size)
+        let (data, charge) = if keep { kept_bytes(buf, partial_len..total) } else { (Bytes::new(), 0) };
+        Ok(Appended { size: new_size, data, charge })
     }
 
     /// Makes everything written durable.
