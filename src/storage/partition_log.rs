@@ -1300,11 +1300,18 @@ mod tests {
         LogConfig { segment_bytes: 8 * 1024, roll_ms: u64::MAX / 4, index_interval_bytes: 1024, tail_cache_bytes: 0, ..LogConfig::default() }
     }
 
-    #[test]
-    fn tail_cache_holds_the_written_buffer_and_producer_bytes_stay_untouched() {
+    /// A temporary data directory holding the non-empty file each executor must open first
+    /// (glommio's polled-I/O probe, see docs/glommio.md). Keep the `TempDir` alive.
+    fn data_dir_with_probe() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir_in(std::env::current_dir().unwrap()).unwrap();
         let data = dir.path().to_path_buf();
         std::fs::write(data.join("probe"), vec![1u8; 4096]).unwrap();
+        (dir, data)
+    }
+
+    #[test]
+    fn tail_cache_holds_the_written_buffer_and_producer_bytes_stay_untouched() {
+        let (_dir, data) = data_dir_with_probe();
         glommio::LocalExecutorBuilder::default()
             .io_memory(segment::IO_MEMORY_BYTES)
             .spawn(move || async move {
@@ -1346,9 +1353,7 @@ mod tests {
 
     #[test]
     fn producer_state_survives_restart_from_snapshot_without_rescanning() {
-        let dir = tempfile::tempdir_in(std::env::current_dir().unwrap()).unwrap();
-        let data = dir.path().to_path_buf();
-        std::fs::write(data.join("probe"), vec![1u8; 4096]).unwrap();
+        let (_dir, data) = data_dir_with_probe();
         glommio::LocalExecutorBuilder::default()
             .spawn(move || async move {
                 // Open a non-empty file first (glommio's polled-I/O probe).
