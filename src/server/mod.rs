@@ -55,7 +55,6 @@ fn limit_malloc_arenas() {
     }
 }
 
-
 /// Runs the broker until the process is killed.
 pub fn run(mut config: BrokerConfig) -> Result<()> {
     limit_malloc_arenas();

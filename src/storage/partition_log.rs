@@ -16,7 +16,8 @@
 //!
 //! A failed write, fdatasync or segment roll (ENOSPC, EIO) does not stop the log for good:
 //! - the log end is cut back to the written offset: batches not yet on the device (the failed
-//!   write and everything appended after it) are dropped from the pending queue, the segment's size and index and the producer state, and their producers are answered with
+//!   write and everything appended after it) are dropped from the pending queue, the segment's
+//!   size and index and the producer state, and their producers are answered with
 //!   KAFKA_STORAGE_ERROR. Their offsets are given to the next batches, so offsets stay dense and
 //!   no consumer ever saw them (reads stop at the high watermark, the written offset; and the
 //!   file is cut back to its logical size before the next write);
@@ -380,7 +381,7 @@ impl PartitionLog {
 
     /// Appends validated batches, assigning offsets from the log end. Synchronous: call order is
     /// log order. `sync` asks the writer to fdatasync after writing them (acks=all).
-    pub fn append(&self, data: Bytes, summary: &BatchesSummary, sync: bool) -> Result<AppendInfo, StorageError> {
+    pub fn append(&self, bytes: Bytes, summary: &BatchesSummary, sync: bool) -> Result<AppendInfo, StorageError> {
         let mut st = self.state.borrow_mut();
         if let Some(e) = &st.failed {
             return Err(StorageError::Failed(e.clone()));
@@ -410,7 +411,6 @@ impl PartitionLog {
         // aligned buffer (see `run_writer`).
         let base = st.next_offset;
         let next = base + summary.offset_count;
-        let bytes = data;
         let len = bytes.len() as u64;
 
         // Segment roll is decided here, so positions and indexes are known at append time.
@@ -542,7 +542,7 @@ impl PartitionLog {
                     return Ok(ReadData::default());
                 }
                 if st.cache.front().is_some_and(|c| at >= c.base_offset) {
-                    return Ok(read_cache(&st.cache, at, max_bytes, st.written_offset));
+                    return Ok(read_cache(&st.cache, at, max_bytes));
                 }
                 let si = st.segments.partition_point(|s| s.base_offset <= at).saturating_sub(1);
                 let seg = &st.segments[si];
@@ -578,7 +578,7 @@ impl PartitionLog {
             }
             if st.cache.front().is_some_and(|c| at >= c.base_offset) {
                 self.last_used.set(memory::touch());
-                let (chunks, bytes) = cached_slices(&st.cache, at, max_bytes, st.written_offset, LogChunk::Mem);
+                let (chunks, bytes) = cached_slices(&st.cache, at, max_bytes, LogChunk::Mem);
                 return Ok(SendData { chunks, bytes });
             }
             let si = st.segments.partition_point(|s| s.base_offset <= at).saturating_sub(1);
@@ -732,7 +732,7 @@ impl PartitionLog {
         let dropped = st.next_offset - to;
         warn!(topic = %self.topic, partition = self.partition, written_offset = to, dropped_records = dropped, "log write failed, appends refused for a while: {err}");
         st.failed = Some(err.to_string());
-        let (mut unwritten, mut evicted) = (0, 0);
+        let mut unwritten = 0;
         if dropped > 0 {
             st.next_offset = to;
             unwritten = st.pending.drain(..).map(|p| p.bytes.len()).sum();
@@ -746,11 +746,9 @@ impl PartitionLog {
             active.next_offset = to.max(active.base_offset);
             let rel = (to - active.base_offset).max(0) as u32;
             active.index.truncate(rel);
-            while st.cache.back().is_some_and(|c| c.base_offset >= to) {
-                let c = st.cache.pop_back().unwrap();
-                st.cache_bytes -= c.charge;
-                evicted += c.charge;
-            }
+            // The tail cache holds written batches only (it is filled by the writer), so none
+            // of the dropped ones is in it.
+            debug_assert!(st.cache.back().is_none_or(|c| c.next_offset <= to));
             st.producers.truncate(to);
             st.epoch += 1;
             let epoch = st.epoch;
@@ -760,9 +758,8 @@ impl PartitionLog {
             }
         }
         drop(st);
-        // The dropped batches no longer wait for the device nor sit in the tail cache.
+        // The dropped batches no longer wait for the device.
         memory::on_written(unwritten);
-        memory::on_evicted(evicted);
         self.progress.notify(usize::MAX);
     }
 
@@ -793,13 +790,12 @@ fn trim_cache_below(st: &mut LogState, offset: i64) {
     evict_front(st, |_, _, c| c.next_offset <= offset);
 }
 
-/// Drops cached batches oldest first while `more(freed so far, bytes cached, batch)` says so;
-/// only batches already on the device may leave. Returns the bytes freed, which are released
-/// from the shard's budget.
+/// Drops cached batches oldest first while `more(freed so far, bytes cached, batch)` says so.
+/// Returns the bytes freed, which are released from the shard's budget.
 fn evict_front(st: &mut LogState, mut more: impl FnMut(usize, usize, &CachedBatches) -> bool) -> usize {
     let mut freed = 0;
     while let Some(c) = st.cache.front() {
-        if c.next_offset > st.written_offset || !more(freed, st.cache_bytes, c) {
+        if !more(freed, st.cache_bytes, c) {
             break;
         }
         let c = st.cache.pop_front().unwrap();
@@ -1000,17 +996,17 @@ fn walk_batches(file: &std::fs::File, mut pos: u64, end: u64, mut f: impl FnMut(
     Ok(())
 }
 
-fn read_cache(cache: &VecDeque<CachedBatches>, offset: i64, max_bytes: usize, end: i64) -> ReadData {
-    let (chunks, bytes) = cached_slices(cache, offset, max_bytes, end, |b| b);
+fn read_cache(cache: &VecDeque<CachedBatches>, offset: i64, max_bytes: usize) -> ReadData {
+    let (chunks, bytes) = cached_slices(cache, offset, max_bytes, |b| b);
     ReadData { chunks, bytes }
 }
 
-/// Whole cached batches from the one containing `offset` (below `end`), up to `max_bytes` (at
-/// least one), as slices of the appended buffers wrapped by `wrap`.
-fn cached_slices<T>(cache: &VecDeque<CachedBatches>, offset: i64, max_bytes: usize, end: i64, wrap: impl Fn(Bytes) -> T) -> (Vec<T>, usize) {
+/// Whole cached batches from the one containing `offset`, up to `max_bytes` (at least one), as
+/// slices of the written buffers wrapped by `wrap`.
+fn cached_slices<T>(cache: &VecDeque<CachedBatches>, offset: i64, max_bytes: usize, wrap: impl Fn(Bytes) -> T) -> (Vec<T>, usize) {
     let mut out = (Vec::new(), 0usize);
     let first = cache.partition_point(|c| c.next_offset <= offset);
-    for c in cache.iter().skip(first).take_while(|c| c.base_offset < end) {
+    for c in cache.iter().skip(first) {
         // The batches taken from one entry are contiguous: one slice for all of them.
         let mut run: Option<(usize, usize)> = None;
         let mut full = false;
@@ -1198,7 +1194,7 @@ async fn run_writer(log: Rc<PartitionLog>, mut writer: SegmentWriter) {
             st.cache_bytes += appended.charge;
             memory::on_cached(appended.charge);
             st.cache.push_back(CachedBatches { base_offset: first_base, next_offset: last_next, bytes: appended.data, charge: appended.charge });
-            // Trim the cache: only batches already on the device may leave it.
+            // Trim the partition's share of the cache.
             let cap = log.config.borrow().tail_cache_bytes;
             evict_front(&mut st, |_, cached, _| cached > cap);
         }
