@@ -1631,3 +1631,69 @@ fn delete_records_answers_low_watermark_and_errors() {
     assert_eq!(r, vec![("dr-topic".into(), 0, 0, 5)], "-1 deletes up to the high watermark");
     assert_eq!(latest_offset(&mut s, 7, "dr-topic", 0), 5);
 }
+
+/// Request bodies are read straight from the socket into their final memory (not zeroed first),
+/// with glommio's read only awaiting an empty socket. Frames that arrive in pieces, with pauses
+/// inside a body (more and less than the 64 KiB read buffer still to come), and frames sent back
+/// to back in one write must come out byte for byte.
+#[test]
+fn frames_in_pieces_and_back_to_back_are_read_whole() {
+    let b = Broker::start(1, &[]);
+    let mut s = connect(&b);
+    create_topic(&mut s, 1, "pieces", 1);
+    // Two produce requests of ~300 KiB each, framed.
+    let batches: Vec<Bytes> = (0..2).map(|i| encode_batch(&make_records(300, &format!("p{i}"), Some(1000)))).collect();
+    let frames: Vec<Vec<u8>> = batches
+        .iter()
+        .enumerate()
+        .map(|(i, batch)| {
+            let mut buf = BytesMut::new();
+            encode_header(&mut buf, ApiKey::Produce as i16, 9, 10 + i as i32, ApiKey::Produce.request_header_version(9));
+            produce_request(-1, vec![("pieces", vec![(0, batch.clone())])]).encode(&mut buf, 9).unwrap();
+            framed(&buf)
+        })
+        .collect();
+    // The first frame in uneven pieces with pauses: cuts inside the length prefix, early in the
+    // body, and 40 KiB before its end.
+    let f = &frames[0];
+    let cuts = [0, 2, 3000, 150_000, f.len() - 40_000, f.len()];
+    for w in cuts.windows(2) {
+        s.write_all(&f[w[0]..w[1]]).unwrap();
+        s.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Then the second frame and an ApiVersions request in one write.
+    let mut av = BytesMut::new();
+    encode_header(&mut av, ApiKey::ApiVersions as i16, 3, 12, ApiKey::ApiVersions.request_header_version(3));
+    api_versions_request().encode(&mut av, 3).unwrap();
+    let mut both = frames[1].clone();
+    both.extend_from_slice(&framed(&av));
+    s.write_all(&both).unwrap();
+    for (i, base) in [(0, 0), (1, 300)] {
+        let raw = read_response(&mut s);
+        let mut rest = decode_response_header(raw, ApiKey::Produce, 9, 10 + i);
+        let resp = ProduceResponse::decode(&mut rest, 9).unwrap();
+        let p = &resp.responses[0].partition_responses[0];
+        assert_eq!((p.error_code, p.base_offset), (0, base), "produce {i}: {resp:?}");
+    }
+    let raw = read_response(&mut s);
+    let mut rest = decode_response_header(raw, ApiKey::ApiVersions, 3, 12);
+    let r = ApiVersionsResponse::decode(&mut rest, 3).unwrap();
+    assert_eq!(r.error_code, 0);
+    // Every record is there, as sent.
+    let mut got = Vec::new();
+    let mut next = 0;
+    while next < 600 {
+        let data = fetch(&mut s, 20 + next as i32, "pieces", &[(0, next)]);
+        let recs = decode_records(&data[0].records);
+        assert!(!recs.is_empty(), "no records at offset {next}");
+        next += recs.len() as i64;
+        got.extend(recs);
+    }
+    let want: Vec<Record> = (0..2).flat_map(|i| make_records(300, &format!("p{i}"), Some(1000))).collect();
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!((&g.key, &g.value), (&w.key, &w.value), "record {i}");
+    }
+    assert_conn_works(&mut s, "after pieces");
+}
