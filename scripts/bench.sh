@@ -309,7 +309,9 @@ clamp_records() { # RECORDS SIZE -> records within [1000, MAX_RUN_BYTES/SIZE]
 }
 
 # perf_produce LOG PORT TOPIC SIZE RECORDS THROUGHPUT ACKS BATCH
-# Sets P_RECS P_RPS P_MIBS P_P50 P_P99 P_P999 (ms) P_BCPU (broker CPU s, if a broker runs)
+# Sets P_RECS P_RPS P_MIBS P_P50 P_P99 P_P999 (ms) P_RT999 (request round trip p99.9, ms: from the
+# request's write to its response, i.e. without the time records waited in a batch)
+# P_BCPU (broker CPU s, if a broker runs)
 # P_CCPU (client CPU s) P_WALL; returns 1 on failure.
 perf_produce() {
     local log="$1" port="$2" topic="$3" size="$4" n="$5" tput="$6" acks="$7" batch="$8"
@@ -329,7 +331,7 @@ perf_produce() {
     us="$(grep -E ' us 99\.9th\.$' "$log" | head -n 1)"
     if [ "$rc" -ne 0 ] || [ -z "$line" ] || [ -z "$us" ] || grep -q '^error' "$log"; then
         warn "strand perf produce failed (exit $rc), see $log: $(grep -m1 -i error "$log")"
-        P_RECS=0 P_RPS=0 P_MIBS=0 P_P50=0 P_P99=0 P_P999=0
+        P_RECS=0 P_RPS=0 P_MIBS=0 P_P50=0 P_P99=0 P_P999=0 P_RT999=0
         return 1
     fi
     P_RECS="$(awk '{ print $1 }' <<<"$line")"
@@ -339,13 +341,16 @@ perf_produce() {
     P_P99="$(sed -E 's/.* ([0-9.]+) us 99th.*/\1/' <<<"$us")"
     P_P999="$(sed -E 's/.* ([0-9.]+) us 99\.9th.*/\1/' <<<"$us")"
     P_P50="$(calc "$P_P50 / 1000")" P_P99="$(calc "$P_P99 / 1000")" P_P999="$(calc "$P_P999 / 1000")"
+    P_RT999="$(grep -E '^[0-9]+ requests, round trip .* us 99\.9th, [0-9]+ us max\.$' "$log" | head -n 1 \
+        | sed -E 's/.* ([0-9]+) us 99\.9th.*/\1/')"
+    P_RT999="$(calc "${P_RT999:-0} / 1000")"
     return 0
 }
 
 # sized_max LOGPREFIX PORT TOPIC SIZE ACKS BATCH: sizing run, then the unthrottled run of ~T_MAX s.
 # With REPEAT_MAX > 1 the unthrottled run is repeated and the fastest one kept (the machine is
 # shared: the slower run is the more disturbed one).
-P_VARS="P_RECS P_RPS P_MIBS P_P50 P_P99 P_P999 P_BCPU P_BSYS P_OTHER P_CCPU P_WALL"
+P_VARS="P_RECS P_RPS P_MIBS P_P50 P_P99 P_P999 P_RT999 P_BCPU P_BSYS P_OTHER P_CCPU P_WALL"
 K_VARS="K_RECS K_RPS K_RPS_END K_MIBS K_P50 K_P99 K_P999 K_BCPU K_BSYS K_OTHER K_CCPU"
 stash() { local v; for v in $1; do printf -v "S_$v" '%s' "${!v:-}"; done; }
 unstash() { local v s; for v in $1; do s="S_$v"; printf -v "$v" '%s' "${!s:-}"; done; }
@@ -680,9 +685,9 @@ record_cmd "$BIN" perf sink --listen "127.0.0.1:$SINK_PORT" --partitions 8
 SINK_PID=$!
 sleep 0.5
 kill -0 "$SINK_PID" 2>/dev/null || die "strand perf sink did not start: $(cat "$LOG_DIR/sink.log")"
-# sink.tsv: client size recs rps mibs ccpu | half_rps p50 p99 p999 | ok
+# sink.tsv: client size recs rps mibs ccpu | half_rps p50 p99 p999 | ok | other_cores | rt999
 sink_case() { # CLIENT SIZE
-    local client="$1" size="$2" recs=0 rps=0 mibs=0 ccpu=0 other=0 hrps=0 p50=0 p99=0 p999=0 ok=failed n
+    local client="$1" size="$2" recs=0 rps=0 mibs=0 ccpu=0 other=0 hrps=0 p50=0 p99=0 p999=0 rt999=- ok=failed n
     wait_quiet
     if [ "$client" = strand ]; then
         if sized_max "$LOG_DIR/sink-$client-$size" "$SINK_PORT" "sink-$size" "$size" 1 "$BATCH_SIZE"; then
@@ -690,7 +695,7 @@ sink_case() { # CLIENT SIZE
             hrps=$(( rps / 2 ))
             n="$(clamp_records "$(calc "$hrps * $T_HALF")" "$size")"
             perf_produce "$LOG_DIR/sink-$client-$size-half.log" "$SINK_PORT" "sink-$size" "$size" "$n" "$hrps" 1 "$BATCH_SIZE" \
-                && p50="$P_P50" p99="$P_P99" p999="$P_P999" ok=ok
+                && p50="$P_P50" p99="$P_P99" p999="$P_P999" rt999="$P_RT999" ok=ok
         fi
     else
         n="$(clamp_records "$(calc "$RK_SIZING_BYTES / $size")" "$size")"
@@ -708,7 +713,7 @@ sink_case() { # CLIENT SIZE
     [ "$ok" = ok ] || FAILED=$((FAILED + 1))
     say "  $client $(label_size "$size"): $(fmt '%.0f' "$mibs") MiB/s, $rps records/s; at half load p50 $p50 ms, p99.9 $p999 ms"
     printf '%s\t' "$client" "$size" "$recs" "$rps" "$mibs" "$ccpu" "$hrps" "$p50" "$p99" "$p999" "$ok" >>"$LOG_DIR/sink.tsv"
-    printf '%s\n' "$other" >>"$LOG_DIR/sink.tsv"
+    printf '%s\t%s\n' "$other" "$rt999" >>"$LOG_DIR/sink.tsv"
 }
 METER_PID="$SINK_PID"
 for size in "${SINK_SIZES[@]}"; do
@@ -722,13 +727,19 @@ SINK_PID=""
 
 # --- 4. produce matrix ------------------------------------------------------------------------
 # produce.tsv: client size acks parts batch | recs rps mibs bcpu_s | half_rps p50 p99 p999 half_recs half_bcpu | ok | bsys_s other_cores
+#   | half_rt999 half_stalls (request round trip p99.9 of the half-load run; slow-device warnings the
+#   broker logged during it, see src/storage/device_watch.rs)
 : >"$LOG_DIR/produce.tsv"
 mkdir -p "$RUN_ROOT"
+# Slow-device warnings in the running broker's log so far.
+slow_device_warnings() {
+    grep -c 'slow device:' "$BROKER_LOG" 2>/dev/null || true
+}
 produce_case() { # CLIENT SIZE ACKS PARTS BATCH [nohalf]
     local client="$1" size="$2" acks="$3" parts="$4" batch="$5" nohalf="${6:-}"
     local name="$client-$size-acks$acks-p$parts-b$batch" dir="$RUN_ROOT/case"
     wait_quiet
-    local mrecs mrps mmibs mbcpu mbsys=0 mother=0 hrps=0 p50=0 p99=0 p999=0 hrecs=0 hbcpu=0 ok=ok
+    local mrecs mrps mmibs mbcpu mbsys=0 mother=0 hrps=0 p50=0 p99=0 p999=0 hrecs=0 hbcpu=0 ok=ok rt999=- stalls=- s0
     sample_load
     rm -rf "$dir"
     start_broker "$dir" "$parts"
@@ -743,9 +754,11 @@ produce_case() { # CLIENT SIZE ACKS PARTS BATCH [nohalf]
                 local n
                 n="$(clamp_records "$(calc "$hrps * $T_HALF")" "$size")"
                 wait_broker_idle
+                s0="$(slow_device_warnings)"
                 if perf_produce "$LOG_DIR/$name-half.log" "$BROKER_PORT" "t-$name" "$size" "$n" "$hrps" "$acks" "$batch"; then
-                    p50="$P_P50" p99="$P_P99" p999="$P_P999" hrecs="$P_RECS" hbcpu="$P_BCPU"
-                    say "  half load ($hrps records/s): p50 $p50 ms, p99 $p99 ms, p99.9 $p999 ms"
+                    p50="$P_P50" p99="$P_P99" p999="$P_P999" hrecs="$P_RECS" hbcpu="$P_BCPU" rt999="$P_RT999"
+                    stalls=$(( $(slow_device_warnings) - s0 ))
+                    say "  half load ($hrps records/s): p50 $p50 ms, p99 $p99 ms, p99.9 $p999 ms; request round trip p99.9 $rt999 ms; slow-device warnings $stalls"
                 else
                     ok=failed
                 fi
@@ -788,7 +801,7 @@ produce_case() { # CLIENT SIZE ACKS PARTS BATCH [nohalf]
     [ "$ok" = ok ] || FAILED=$((FAILED + 1))
     printf '%s\t' "$client" "$size" "$acks" "$parts" "$batch" "$mrecs" "$mrps" "$mmibs" "$mbcpu" \
         "$hrps" "$p50" "$p99" "$p999" "$hrecs" "$hbcpu" "$ok" "$mbsys" >>"$LOG_DIR/produce.tsv"
-    printf '%s\n' "$mother" >>"$LOG_DIR/produce.tsv"
+    printf '%s\t%s\t%s\n' "$mother" "$rt999" "$stalls" >>"$LOG_DIR/produce.tsv"
 }
 
 for size in "${SIZES[@]}"; do
@@ -905,9 +918,9 @@ SECTION="$LOG_DIR/section.md"
     echo "| produce 1 KiB acks=all >= 60% of O_DIRECT | ${r:+$(fmt '%.0f' "$r")% ($(fmt '%.0f' "$m") of $(fmt '%.0f' "$DISK_MIBS") MiB/s, best at $p partitions)} | $(verdict "$r" 60) |"
     lim="$(calc "3 * $SYNC_P50_US / 1000")"
     worst="" cells=""
-    while IFS=$'\t' read -r cl sz ak pa ba _ _ _ _ hr _ _ p999 _ _ okk _ _; do
+    while IFS=$'\t' read -r cl sz ak pa ba _ _ _ _ hr _ _ p999 _ _ okk _ _ rt st; do
         [ "$cl" = strand ] && [ "$ak" = all ] && [ "$ba" = "$BATCH_SIZE" ] && [ "$okk" = ok ] || continue
-        cells+="$(label_size "$sz") ${pa}p $(fmt '%.1f' "$p999"); "
+        cells+="$(label_size "$sz") ${pa}p $(fmt '%.1f' "$p999") (request round trip $( [ "$rt" = - ] && echo - || fmt '%.1f' "$rt"), slow-device warnings $st); "
         if [ -z "$worst" ] || awk -v a="$p999" -v b="$worst" 'BEGIN { exit !(a > b) }'; then worst="$p999"; fi
     done <"$LOG_DIR/produce.tsv"
     bestp="$(awk -F'\t' -v b="$BATCH_SIZE" '$1 == "strand" && $3 == "all" && $5 == b && $16 == "ok" && (m == "" || $13 < m) { m = $13 } END { print m }' "$LOG_DIR/produce.tsv")"
@@ -938,24 +951,26 @@ SECTION="$LOG_DIR/section.md"
     echo "Others' CPU: cores used during the unthrottled run by everything but the broker and the load"
     echo "generator (other work on the machine, from /proc/stat), i.e. what this run did not have."
     echo
-    echo "| client | record | acks | partitions | batch.size | MiB/s | records/s | of min(loopback, O_DIRECT) | of O_DIRECT | broker CPU s/GiB (kernel share) | others' CPU, cores | half load records/s | p50 ms | p99 ms | p99.9 ms |"
-    echo "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-    while IFS=$'\t' read -r cl sz ak pa ba mrecs mrps mmibs mbcpu hr p50 p99 p999 hrecs hbcpu okk mbsys mother; do
+    echo "| client | record | acks | partitions | batch.size | MiB/s | records/s | of min(loopback, O_DIRECT) | of O_DIRECT | broker CPU s/GiB (kernel share) | others' CPU, cores | half load records/s | p50 ms | p99 ms | p99.9 ms | request round trip p99.9 ms | slow-device warnings |"
+    echo "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    while IFS=$'\t' read -r cl sz ak pa ba mrecs mrps mmibs mbcpu hr p50 p99 p999 hrecs hbcpu okk mbsys mother rt999 stalls; do
         bl="$ba"
         [ "$cl" = rdkafka ] && bl="(librdkafka default)"
         cln="strand perf"
         [ "$cl" = rdkafka ] && cln="rdkafka_performance"
         if [ "$okk" != ok ] && [ "$mrecs" = 0 ]; then
-            echo "| $cln | $(label_size "$sz") | $ak | $pa | $bl | failed | | | | | | | | | |"
+            echo "| $cln | $(label_size "$sz") | $ak | $pa | $bl | failed | | | | | | | | | | | |"
             continue
         fi
         half="$hr"
         lat=("$(fmt '%.2f' "$p50")" "$(fmt '%.2f' "$p99")" "$(fmt '%.2f' "$p999")")
+        rt="$rt999"
+        [ "$rt" = - ] || rt="$(fmt '%.2f' "$rt")"
         if [ "$hr" = 0 ]; then half="-"; lat=(- - -); fi
         [ "$okk" = ok ] || half="$half (failed)"
-        echo "| $cln | $(label_size "$sz") | $ak | $pa | $bl | $(fmt '%.0f' "$mmibs") | $mrps | $(pct "$mmibs" "$PRODUCE_CEIL") | $(pct "$mmibs" "$DISK_MIBS") | $(per_gib "$mbcpu" "$mrecs" "$sz") ($(pct "$mbsys" "$mbcpu")) | $(fmt '%.2f' "$mother") | $half | ${lat[0]} | ${lat[1]} | ${lat[2]} |"
+        echo "| $cln | $(label_size "$sz") | $ak | $pa | $bl | $(fmt '%.0f' "$mmibs") | $mrps | $(pct "$mmibs" "$PRODUCE_CEIL") | $(pct "$mmibs" "$DISK_MIBS") | $(per_gib "$mbcpu" "$mrecs" "$sz") ($(pct "$mbsys" "$mbcpu")) | $(fmt '%.2f' "$mother") | $half | ${lat[0]} | ${lat[1]} | ${lat[2]} | $rt | $stalls |"
     done <"$LOG_DIR/produce.tsv"
-    [ -n "$RK_BIN" ] || echo "| rdkafka_performance | | | | | $RK_NOTE | | | | | | | | | |"
+    [ -n "$RK_BIN" ] || echo "| rdkafka_performance | | | | | $RK_NOTE | | | | | | | | | | | |"
     echo
     echo "### Consume (strand perf consume, $CONSUME_CONNS connections)"
     echo
@@ -973,13 +988,14 @@ SECTION="$LOG_DIR/section.md"
     echo "The clients' own ceilings and latency floors with nothing behind the socket. rdkafka_performance"
     echo "spreads records over the 8 partitions here, so compare it with its 8-partition rows above."
     echo
-    echo "| client | record | MiB/s | records/s | of loopback | client CPU s/GiB | others' CPU, cores | half load records/s | p50 ms | p99 ms | p99.9 ms |"
-    echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-    while IFS=$'\t' read -r cl sz recs rps mibs ccpu hr p50 p99 p999 okk other; do
+    echo "| client | record | MiB/s | records/s | of loopback | client CPU s/GiB | others' CPU, cores | half load records/s | p50 ms | p99 ms | p99.9 ms | request round trip p99.9 ms |"
+    echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    while IFS=$'\t' read -r cl sz recs rps mibs ccpu hr p50 p99 p999 okk other rt999; do
         cln="strand perf"
         [ "$cl" = rdkafka ] && cln="rdkafka_performance"
-        if [ "$recs" = 0 ]; then echo "| $cln | $(label_size "$sz") | failed | | | | | | | | |"; continue; fi
-        echo "| $cln | $(label_size "$sz") | $(fmt '%.0f' "$mibs") | $rps | $(pct "$mibs" "$LOOP_MIBS") | $(per_gib "$ccpu" "$recs" "$sz") | $(fmt '%.2f' "$other") | $hr$( [ "$okk" = ok ] || echo " (failed)") | $(fmt '%.2f' "$p50") | $(fmt '%.2f' "$p99") | $(fmt '%.2f' "$p999") |"
+        if [ "$recs" = 0 ]; then echo "| $cln | $(label_size "$sz") | failed | | | | | | | | | |"; continue; fi
+        [ "$rt999" = - ] || rt999="$(fmt '%.2f' "$rt999")"
+        echo "| $cln | $(label_size "$sz") | $(fmt '%.0f' "$mibs") | $rps | $(pct "$mibs" "$LOOP_MIBS") | $(per_gib "$ccpu" "$recs" "$sz") | $(fmt '%.2f' "$other") | $hr$( [ "$okk" = ok ] || echo " (failed)") | $(fmt '%.2f' "$p50") | $(fmt '%.2f' "$p99") | $(fmt '%.2f' "$p999") | $rt999 |"
     done <"$LOG_DIR/sink.tsv"
     echo
     if [ "${#WARNINGS[@]}" -gt 0 ]; then

@@ -39,7 +39,8 @@ if [ "$produce_rows" -ge 2 ]; then ok "produce table has $produce_rows rows with
 check "loopback ceiling measured" grep -qE '^\| loopback TCP \| [0-9]+ MiB/s' <<<"$section"
 check "O_DIRECT ceiling measured" grep -qE '^\| O_DIRECT sequential write \| [0-9]+ MiB/s' <<<"$section"
 check "fdatasync latency measured" grep -qE '^\| 4 KiB append \+ fdatasync \| p50 [0-9.]+ ms' <<<"$section"
-check "half-load latencies present" grep -qE '^\| strand perf \| 1 KiB \| all \|.*\| [0-9]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \|$' <<<"$section"
+# half load records/s, p50, p99, p99.9, request round trip p99.9, slow-device warnings
+check "half-load latencies present" grep -qE '^\| strand perf \| 1 KiB \| all \|.*\| [0-9]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9]+ \|$' <<<"$section"
 check "consume row (tail and cold)" grep -qE '^\| 1 KiB \| [0-9]+ \| [0-9]+ MiB \| [0-9]+ \| [0-9]+% \| [0-9.]+ \([0-9]+%\) \| [0-9.]+ \| [0-9]+ \| [0-9]+% \|' <<<"$section"
 check "sink row" grep -qE '^\| strand perf \| 1 KiB \| [0-9]+ \| [0-9]+ \|' <<<"$section"
 check "targets table" grep -q '^| produce 1 KiB acks=1 >= 70%' <<<"$section"

@@ -118,6 +118,12 @@ fn throttled_run_takes_its_time() {
     assert!(took >= Duration::from_millis(1500), "4000 records at 2000/s took only {took:?}");
     let (out, _) = text(&o);
     assert!(out.contains(" us avg latency, "), "--latency-us line missing:\n{out}");
+    // The request round trips (write to response) come with --latency-us, in order.
+    let rt = Regex::new(r"^(\d+) requests, round trip from write to response: (\d+) us 50th, (\d+) us 99th, (\d+) us 99\.9th, (\d+) us max\.$").unwrap();
+    let c = out.lines().find_map(|l| rt.captures(l)).unwrap_or_else(|| panic!("round-trip line missing:\n{out}"));
+    let v: Vec<u64> = (1..=5).map(|i| c[i].parse().unwrap()).collect();
+    assert!(v[0] >= 1, "no request counted:\n{out}");
+    assert!(v[1] >= 1 && v[1] <= v[2] && v[2] <= v[3], "round-trip percentiles out of order:\n{out}");
     let window = Regex::new(WINDOW_LINE).unwrap();
     assert!(out.lines().filter(|l| window.is_match(l)).count() >= 2, "expected window lines every 500 ms:\n{out}");
 }

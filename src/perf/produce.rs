@@ -490,8 +490,7 @@ impl Totals {
     }
 }
 
-/// Request-level client metrics (for --print-metrics).
-#[derive(Default, Clone)]
+/// Request-level client metrics (for --print-metrics, and the round-trip line of --latency-us).
 struct RequestMetrics {
     requests: u64,
     batches: u64,
@@ -500,10 +499,27 @@ struct RequestMetrics {
     latency_max_us: u64,
     failed_records: u64,
     throttle_ms_sum: u64,
+    /// Round trip of each request: from its write to its response, so without the time its
+    /// records waited in a batch. What the broker (and the network) add to a record's latency.
+    round_trip: Histogram<u64>,
 }
 
 impl RequestMetrics {
+    fn new() -> RequestMetrics {
+        RequestMetrics {
+            requests: 0,
+            batches: 0,
+            wire_bytes: 0,
+            latency_sum_us: 0,
+            latency_max_us: 0,
+            failed_records: 0,
+            throttle_ms_sum: 0,
+            round_trip: Histogram::new_with_bounds(1, HISTOGRAM_MAX_US, HISTOGRAM_SIGFIG).expect("histogram bounds"),
+        }
+    }
+
     fn merge(&mut self, o: &RequestMetrics) {
+        self.round_trip.add(&o.round_trip).ok();
         self.requests += o.requests;
         self.batches += o.batches;
         self.wire_bytes += o.wire_bytes;
@@ -552,7 +568,7 @@ struct Recorder {
 
 impl Recorder {
     fn new(window: Arc<WindowCell>) -> Recorder {
-        Recorder { all: Totals::new(), steady: Totals::new(), requests: RequestMetrics::default(), window }
+        Recorder { all: Totals::new(), steady: Totals::new(), requests: RequestMetrics::new(), window }
     }
 
     /// Accounts a batch acknowledged at `ack_ns`.
@@ -598,6 +614,7 @@ impl Recorder {
         self.requests.wire_bytes += f.wire_bytes;
         self.requests.latency_sum_us += lat;
         self.requests.latency_max_us = self.requests.latency_max_us.max(lat);
+        self.requests.round_trip.saturating_record(lat.max(1));
         self.requests.throttle_ms_sum += throttle_ms.max(0) as u64;
     }
 }
@@ -836,6 +853,19 @@ fn total_line(t: &Totals, elapsed: Duration, steady: bool) -> String {
 }
 
 /// The same summary in microseconds (`--latency-us`).
+/// The request round trips of a run (strand perf's own line; kafka-producer-perf-test has none).
+fn round_trip_line(r: &RequestMetrics) -> String {
+    let q = |p: f64| if r.requests == 0 { 0 } else { r.round_trip.value_at_quantile(p) };
+    format!(
+        "{} requests, round trip from write to response: {} us 50th, {} us 99th, {} us 99.9th, {} us max.",
+        r.requests,
+        q(0.5),
+        q(0.99),
+        q(0.999),
+        r.latency_max_us
+    )
+}
+
 fn total_line_us(t: &Totals, steady: bool) -> String {
     let avg = if t.count == 0 { 0.0 } else { t.latency_sum_us as f64 / t.count as f64 };
     let q = |p: f64| if t.count == 0 { 0 } else { t.hist.value_at_quantile(p) };
@@ -1056,7 +1086,7 @@ pub fn run(a: ProduceArgs) -> Result<()> {
     let end_ns = sh.now_ns();
     let mut all = Totals::new();
     let mut steady = Totals::new();
-    let mut reqs = RequestMetrics::default();
+    let mut reqs = RequestMetrics::new();
     for h in handles {
         if let Some(r) = h.join().map_err(|_| anyhow!("a perf thread panicked"))? {
             all.merge(&r.all);
@@ -1071,6 +1101,7 @@ pub fn run(a: ProduceArgs) -> Result<()> {
     println!("{}", total_line(&all, elapsed, false));
     if a.latency_us {
         println!("{}", total_line_us(&all, false));
+        println!("{}", round_trip_line(&reqs));
     }
     if a.warmup_records > 0 {
         let start = sh.steady_start_ns.load(Ordering::Acquire).saturating_sub(1);

@@ -5,6 +5,7 @@
 
 pub mod batch;
 pub mod cleaner;
+pub mod device_watch;
 pub mod index;
 pub mod memory;
 pub mod partition_log;

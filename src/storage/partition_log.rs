@@ -45,7 +45,7 @@ use super::batch::{self, BatchesSummary};
 use super::index::{self, SealInfo, SegmentIndex};
 use super::producer_state::{self, BatchMeta, ProducerStates, SequenceCheck};
 use super::segment::{self, SegmentWriter};
-use super::{memory, FileRange, LogChunk, StorageError};
+use super::{device_watch, memory, FileRange, LogChunk, StorageError};
 
 /// Largest number of bytes the writer task puts in one DMA write.
 const MAX_WRITE_BYTES: usize = 8 << 20;
@@ -1121,7 +1121,10 @@ async fn run_writer(log: Rc<PartitionLog>, mut writer: SegmentWriter) {
         }
         let Some(segment_base) = segment_base else {
             if want_sync {
-                if let Err(e) = writer.sync().await {
+                let started = Instant::now();
+                let res = writer.sync().await;
+                device_watch::observe("fdatasync", &log.topic, log.partition, 0, started);
+                if let Err(e) = res {
                     log.fail(&e);
                     if log.recover(&writer).await {
                         continue;
@@ -1153,11 +1156,13 @@ async fn run_writer(log: Rc<PartitionLog>, mut writer: SegmentWriter) {
         }
         let bytes_written: usize = chunks.iter().map(|c| c.len()).sum();
         let first_base = bases[0];
+        let started = Instant::now();
         let res = writer
             .append_kept(&chunks, |i, part| {
                 batch::assign_offsets(part, bases[i], 0);
             })
             .await;
+        device_watch::observe("write", &log.topic, log.partition, bytes_written, started);
         // Written or failed, these bytes no longer wait for the device.
         memory::on_written(bytes_written);
         chunks.clear();
@@ -1177,7 +1182,10 @@ async fn run_writer(log: Rc<PartitionLog>, mut writer: SegmentWriter) {
         };
         let mut sync_failed = None;
         if sync_now {
-            if let Err(e) = writer.sync().await {
+            let started = Instant::now();
+            let res = writer.sync().await;
+            device_watch::observe("fdatasync", &log.topic, log.partition, 0, started);
+            if let Err(e) = res {
                 sync_failed = Some(e);
             }
         }
