@@ -218,9 +218,7 @@ impl Shard {
         for (name, topic) in gone {
             for log in topic.partitions.into_iter().flatten() {
                 log.close();
-                if let Err(e) = std::fs::remove_dir_all(log.dir()) {
-                    warn!(topic = %name, "could not remove {}: {e}", log.dir().display());
-                }
+                storage::file_deleter::delete_log_dir(log.dir());
             }
             info!(shard = self.id, topic = %name, "deleted topic's logs");
         }

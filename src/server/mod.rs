@@ -69,6 +69,10 @@ pub fn run(mut config: BrokerConfig) -> Result<()> {
         bail!("--shards {} needs at least that many CPUs in --cpus (got {})", config.shards, cpus.len());
     }
     preflight::check_all(&config.data_dir, config.listen)?;
+    let leftovers = crate::storage::file_deleter::remove_deleted_dirs(&config.data_dir);
+    if leftovers > 0 {
+        info!(count = leftovers, "removing the directories of deleted partitions left by the last run");
+    }
     if config.listen.port() == 0 {
         // Pick a port once so that every shard listens on the same one.
         let l = std::net::TcpListener::bind(config.listen).context("bind")?;

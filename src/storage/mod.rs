@@ -6,6 +6,7 @@
 pub mod batch;
 pub mod cleaner;
 pub mod device_watch;
+pub mod file_deleter;
 pub mod index;
 pub mod memory;
 pub mod partition_log;
@@ -82,4 +83,13 @@ impl StorageError {
 /// Directory name of a partition's log, as Kafka: `<topic>-<partition>`.
 pub fn partition_dir_name(topic: &str, partition: i32) -> String {
     format!("{topic}-{partition}")
+}
+
+/// Ends the name of a deleted partition's directory awaiting removal (`<topic>-<partition>.<id>
+/// -delete`, as Kafka names them). A partition directory always ends in its number, so no live
+/// log is ever taken for one.
+pub const DELETED_DIR_SUFFIX: &str = "-delete";
+
+pub fn is_deleted_dir_name(name: &str) -> bool {
+    name.ends_with(DELETED_DIR_SUFFIX)
 }

@@ -7,9 +7,9 @@
 //! afterwards by the lifecycle task queue, never on the request path. Never touches the active
 //! segment. Knows nothing of the Kafka protocol.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use tracing::{info, warn};
+use tracing::info;
 
 use super::partition_log::PartitionLog;
 use super::{producer_state, segment, StorageError};
@@ -42,25 +42,18 @@ pub async fn sync_dir(dir: &Path) -> std::io::Result<()> {
     d.close().await.map_err(std::io::Error::from)
 }
 
-/// Removes the files of deleted segments. Missing files are not an error.
+/// Removes the files of deleted segments, gradually and off the executor
+/// (`file_deleter`). Missing files are not an error.
 pub async fn remove_segment_files(dir: &Path, bases: &[i64]) {
+    let mut paths = Vec::with_capacity(bases.len() * 4);
     for &base in bases {
         let log = segment::segment_path(dir, base);
-        let paths: [PathBuf; 4] = [
-            log.with_extension("index"),
-            log.with_extension("timeindex"),
-            producer_state::snapshot_path(dir, base),
-            log,
-        ];
-        for p in paths {
-            if let Err(e) = glommio::io::remove(&p).await {
-                let e = std::io::Error::from(e);
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    warn!(file = %p.display(), "cannot remove deleted segment file: {e}");
-                }
-            }
-        }
+        paths.push(log.with_extension("index"));
+        paths.push(log.with_extension("timeindex"));
+        paths.push(producer_state::snapshot_path(dir, base));
+        paths.push(log);
     }
+    super::file_deleter::remove_files(paths).await;
 }
 
 /// Moves the start of `log` to `offset` and persists it. Returns the new start and the base

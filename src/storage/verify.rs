@@ -164,6 +164,10 @@ pub fn verify_data_dir(data_dir: &Path) -> std::io::Result<Report> {
             continue;
         }
         let name = e.file_name().to_string_lossy().into_owned();
+        if super::is_deleted_dir_name(&name) {
+            // A deleted partition's files, removed by the broker (at its next start at the latest).
+            continue;
+        }
         if name == GROUPS_DIR {
             for g in std::fs::read_dir(e.path())? {
                 let g = g?;
