@@ -16,7 +16,7 @@ use tracing::warn;
 use super::DELETED_DIR_SUFFIX;
 
 /// Bytes freed by one truncation. Deleting a 2 GB topic under a 100k records/s acks=all
-/// producer (CI VM, ext4 with `discard`): in one go, the producer's max latency was 587 ms; with
+/// producer (CI VM, ext4 with `discard`): in one go, the producer's max latency was 533-587 ms; with
 /// 32 MiB steps 113 ms; with 8 MiB steps 21 ms (BENCHMARKS.md, session 5).
 pub const DELETE_STEP_BYTES: u64 = 8 << 20;
 /// Pause between two truncations of a file being deleted, so that writes of other files get
