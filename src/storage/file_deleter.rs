@@ -23,14 +23,20 @@ pub const DELETE_STEP_BYTES: u64 = 8 << 20;
 /// journal commits in between.
 pub const DELETE_STEP_PAUSE: Duration = Duration::from_millis(10);
 
+/// A filesystem result where a missing file or directory counts as done.
+fn missing_is_done<T: Default>(res: std::io::Result<T>) -> std::io::Result<T> {
+    match res {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        other => other,
+    }
+}
+
 /// Truncates `path` down to nothing `step` bytes at a time, pausing `pause` between cuts, then
 /// unlinks it. Blocking: call it from a blocking thread. A missing file is not an error.
 pub fn remove_file_gradually(path: &Path, step: u64, pause: Duration) -> std::io::Result<()> {
     assert!(step > 0, "a deletion step frees at least one byte");
-    let file = match std::fs::OpenOptions::new().write(true).open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
+    let Some(file) = missing_is_done(std::fs::OpenOptions::new().write(true).open(path).map(Some))? else {
+        return Ok(());
     };
     let mut len = file.metadata()?.len();
     while len > step {
@@ -39,18 +45,13 @@ pub fn remove_file_gradually(path: &Path, step: u64, pause: Duration) -> std::io
         std::thread::sleep(pause);
     }
     drop(file);
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
+    missing_is_done(std::fs::remove_file(path))
 }
 
 /// Removes a directory tree, every file in it gradually. Blocking.
 pub fn remove_dir_gradually(dir: &Path, step: u64, pause: Duration) -> std::io::Result<()> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
+    let Some(entries) = missing_is_done(std::fs::read_dir(dir).map(Some))? else {
+        return Ok(());
     };
     for e in entries {
         let e = e?;
@@ -60,10 +61,7 @@ pub fn remove_dir_gradually(dir: &Path, step: u64, pause: Duration) -> std::io::
             remove_file_gradually(&e.path(), step, pause)?;
         }
     }
-    match std::fs::remove_dir(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
+    missing_is_done(std::fs::remove_dir(dir))
 }
 
 /// Removes files on the executor's blocking thread pool, gradually; warns about those that could

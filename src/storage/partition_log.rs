@@ -1086,6 +1086,14 @@ async fn read_file(file: &DmaFile, start: u64, end: u64, offset: i64, max_bytes:
     Ok(out)
 }
 
+/// The writer's fdatasync, reported to `device_watch` when it is slow.
+async fn sync_observed(log: &PartitionLog, writer: &SegmentWriter) -> std::io::Result<()> {
+    let started = Instant::now();
+    let res = writer.sync().await;
+    device_watch::observe("fdatasync", &log.topic, log.partition, 0, started);
+    res
+}
+
 /// The writer task of one partition: drains pending batches into DMA writes (group commit),
 /// rolls segments, fdatasyncs when producers wait for durability, trims the tail cache.
 async fn run_writer(log: Rc<PartitionLog>, mut writer: SegmentWriter) {
@@ -1121,10 +1129,7 @@ async fn run_writer(log: Rc<PartitionLog>, mut writer: SegmentWriter) {
         }
         let Some(segment_base) = segment_base else {
             if want_sync {
-                let started = Instant::now();
-                let res = writer.sync().await;
-                device_watch::observe("fdatasync", &log.topic, log.partition, 0, started);
-                if let Err(e) = res {
+                if let Err(e) = sync_observed(&log, &writer).await {
                     log.fail(&e);
                     if log.recover(&writer).await {
                         continue;
@@ -1182,10 +1187,7 @@ async fn run_writer(log: Rc<PartitionLog>, mut writer: SegmentWriter) {
         };
         let mut sync_failed = None;
         if sync_now {
-            let started = Instant::now();
-            let res = writer.sync().await;
-            device_watch::observe("fdatasync", &log.topic, log.partition, 0, started);
-            if let Err(e) = res {
+            if let Err(e) = sync_observed(&log, &writer).await {
                 sync_failed = Some(e);
             }
         }
