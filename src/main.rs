@@ -7,6 +7,20 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use strand::config::BrokerConfig;
 
+/// The allocator. The tail cache turns its whole budget (gigabytes) over in large buffers, often
+/// freed on another shard than the one that allocated them. glibc's malloc gave much of that
+/// memory back to the kernel and faulted it in again; jemalloc reuses it (BENCHMARKS.md,
+/// session 6: steady-state produce CPU per GiB -15%, page faults -2/3).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options (its `malloc_conf`, a C string): one background thread hands memory freed by
+/// the tail cache back to the kernel after jemalloc's decay time (10 s) even while the broker is
+/// idle, so resident memory follows the cache down as well as up. `_RJEM_MALLOC_CONF` in the
+/// environment overrides it.
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static MALLOC_CONF: &u8 = &b"background_thread:true,max_background_threads:1\0"[0];
+
 #[derive(Parser)]
 #[command(name = "strand", version, about = "A Kafka-compatible broker, thread-per-core on io_uring")]
 struct Cli {
