@@ -24,6 +24,7 @@ pub fn check_all(data_dir: &Path, listen: SocketAddr) -> Result<()> {
     check_io_uring()?;
     check_memlock()?;
     prepare_data_dir(data_dir)?;
+    warn_discard_mount(data_dir);
     check_port(listen)?;
     Ok(())
 }
@@ -112,6 +113,49 @@ fn prepare_data_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Warns (does not refuse) when the data directory's filesystem discards freed blocks
+/// synchronously: every segment removed then stalls the other partitions' writes behind the
+/// journal commit that discards it (tuning/README.md, "Discard").
+fn warn_discard_mount(dir: &Path) {
+    let (Ok(dir), Ok(mountinfo)) = (dir.canonicalize(), std::fs::read_to_string("/proc/self/mountinfo")) else {
+        return;
+    };
+    if let Some(mount) = discard_mount(&mountinfo, &dir) {
+        tracing::warn!(
+            "the data directory {} is on {}, mounted with `discard`: freeing a deleted segment stalls the other partitions' writes while the device discards it; remount without `discard` and run `fstrim` on a timer instead (`systemctl enable --now fstrim.timer`; see tuning/README.md)",
+            dir.display(),
+            mount
+        );
+    }
+}
+
+/// The mount point holding `path` (the longest mount point that contains it, from
+/// /proc/self/mountinfo's text), if that mount discards synchronously: `discard` (ext4, XFS) or
+/// `discard=sync` (btrfs) in its mount or superblock options.
+fn discard_mount(mountinfo: &str, path: &Path) -> Option<String> {
+    let mut best: Option<(usize, String, bool)> = None;
+    for line in mountinfo.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        // id parent major:minor root mount-point mount-options [optional...] - fstype source super-options
+        let Some(sep) = fields.iter().position(|f| *f == "-") else { continue };
+        if sep < 6 || fields.len() < sep + 4 {
+            continue;
+        }
+        let mount_point = fields[4].replace("\\040", " ");
+        if !path.starts_with(&mount_point) {
+            continue;
+        }
+        let discards = fields[5]
+            .split(',')
+            .chain(fields[sep + 3].split(','))
+            .any(|o| o == "discard" || o == "discard=sync");
+        if best.as_ref().is_none_or(|(len, _, _)| mount_point.len() >= *len) {
+            best = Some((mount_point.len(), mount_point, discards));
+        }
+    }
+    best.and_then(|(_, mount_point, discards)| discards.then_some(mount_point))
+}
+
 /// How long start-up waits for a listen address held by a process that just died (the kernel
 /// releases the listening sockets of a killed io_uring process a moment later).
 const PORT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -137,5 +181,35 @@ fn check_port(listen: SocketAddr) -> Result<()> {
             ),
             Err(e) => bail!("cannot listen on {listen}: {e}; choose another address with --listen HOST:PORT"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::discard_mount;
+    use std::path::Path;
+
+    const MOUNTINFO: &str = "\
+27 1 254:0 / / rw,relatime - ext4 /dev/vda rw,discard,resv_strict
+40 27 254:16 / /data rw,noatime shared:5 - xfs /dev/vdb rw,attr2,inode64
+41 27 254:32 / /fast\\040disk rw,noatime - ext4 /dev/vdc rw,nodiscard
+42 27 254:48 / /btr rw,relatime - btrfs /dev/vdd rw,discard=async,space_cache=v2
+43 27 254:64 / /btrsync rw,relatime,discard - btrfs /dev/vde rw,space_cache=v2
+";
+
+    #[test]
+    fn the_mount_holding_the_path_decides() {
+        // The root filesystem discards; /data, mounted on it, does not.
+        assert_eq!(discard_mount(MOUNTINFO, Path::new("/work/strand-data")).as_deref(), Some("/"));
+        assert_eq!(discard_mount(MOUNTINFO, Path::new("/data/strand")), None);
+        // A mount point is matched by whole components, so /database is on /, not /data.
+        assert_eq!(discard_mount(MOUNTINFO, Path::new("/database")).as_deref(), Some("/"));
+        // Escaped spaces in mount points; `nodiscard` and btrfs's async discard do not count.
+        assert_eq!(discard_mount(MOUNTINFO, Path::new("/fast disk/strand")), None);
+        assert_eq!(discard_mount(MOUNTINFO, Path::new("/btr/strand")), None);
+        // The option counts in the per-mount options too.
+        assert_eq!(discard_mount(MOUNTINFO, Path::new("/btrsync/strand")).as_deref(), Some("/btrsync"));
+        // Nothing parseable: no warning.
+        assert_eq!(discard_mount("garbage line\n", Path::new("/x")), None);
     }
 }

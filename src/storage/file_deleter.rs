@@ -82,8 +82,10 @@ pub async fn remove_files(paths: Vec<PathBuf>) {
 
 /// Takes a deleted partition's directory out of the way at once (renamed to
 /// `<name>.<id>-delete`, as Kafka does, which frees the name for a topic created again right
-/// away) and removes it in the background. A crash before the removal ends leaves the renamed
-/// directory, which the next start removes (`remove_deleted_dirs`). Runs on a glommio executor.
+/// away) and removes it in the background, after an fsync of the parent directory that makes the
+/// rename durable (else a crash could bring the old name back, a directory of no topic). A crash
+/// before the removal ends leaves the renamed directory, which the next start removes
+/// (`remove_deleted_dirs`). Runs on a glommio executor.
 pub fn delete_log_dir(dir: &Path) {
     let Some(name) = dir.file_name().map(|n| n.to_string_lossy().into_owned()) else { return };
     let doomed = dir.with_file_name(format!("{name}.{}{DELETED_DIR_SUFFIX}", uuid::Uuid::new_v4().simple()));
@@ -96,7 +98,12 @@ pub fn delete_log_dir(dir: &Path) {
     glommio::spawn_local(async move {
         let path = doomed.clone();
         let res = glommio::executor()
-            .spawn_blocking(move || remove_dir_gradually(&path, DELETE_STEP_BYTES, DELETE_STEP_PAUSE))
+            .spawn_blocking(move || {
+                if let Some(parent) = path.parent() {
+                    super::segment::sync_dir(parent)?;
+                }
+                remove_dir_gradually(&path, DELETE_STEP_BYTES, DELETE_STEP_PAUSE)
+            })
             .await;
         if let Err(e) = res {
             warn!("could not remove {}: {e}", doomed.display());
