@@ -780,8 +780,9 @@ impl Writer {
 /// The per-connection reader: pairs responses with registered requests and accounts them.
 fn read_responses(sh: Arc<Shared>, mut stream: TcpStream, version: i16, rx: mpsc::Receiver<InFlight>, mut rec: Recorder) -> Recorder {
     let mut failed_codes: BTreeMap<i16, u64> = BTreeMap::new();
+    let mut rbuf = BytesMut::new();
     while let Ok(f) = rx.recv() {
-        let frame = match client::read_frame(&mut stream) {
+        let frame = match client::read_frame(&mut stream, &mut rbuf) {
             Ok(fr) => fr,
             Err(e) => {
                 if !sh.abort.load(Ordering::Relaxed) {

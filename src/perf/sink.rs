@@ -99,8 +99,9 @@ fn serve(st: Arc<SinkState>, stream: TcpStream) -> Result<()> {
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, stream);
     let mut offsets: HashMap<(String, i32), i64> = HashMap::new();
     let mut buf = BytesMut::with_capacity(4096);
+    let mut rbuf = BytesMut::new();
     loop {
-        let mut frame = match client::read_frame(&mut reader) {
+        let mut frame = match client::read_frame(&mut reader, &mut rbuf) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e.into()),
