@@ -10,7 +10,7 @@ use strand::config::BrokerConfig;
 /// The allocator. The tail cache turns its whole budget (gigabytes) over in large buffers, often
 /// freed on another shard than the one that allocated them. glibc's malloc gave much of that
 /// memory back to the kernel and faulted it in again; jemalloc reuses it (BENCHMARKS.md,
-/// session 6: steady-state produce CPU per GiB -15%, page faults -2/3).
+/// session 6: steady-state produce CPU per GiB about -15%, page faults about -60%).
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
