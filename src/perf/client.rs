@@ -640,6 +640,30 @@ mod tests {
     }
 
     #[test]
+    fn frames_reuse_the_read_buffer_only_once_released() {
+        let mut wire = Vec::new();
+        for body in [&[1u8; 64][..], &[2u8; 48][..], &[3u8; 64][..]] {
+            wire.extend_from_slice(&(body.len() as i32).to_be_bytes());
+            wire.extend_from_slice(body);
+        }
+        let mut r = std::io::Cursor::new(wire);
+        let mut buf = BytesMut::new();
+        let first = read_frame(&mut r, &mut buf).unwrap();
+        assert_eq!(&first[..], &[1u8; 64][..]);
+        let first_ptr = first.as_ptr();
+        drop(first);
+        // Released: the next frame lands in the same allocation.
+        let second = read_frame(&mut r, &mut buf).unwrap();
+        assert_eq!(&second[..], &[2u8; 48][..]);
+        assert_eq!(second.as_ptr(), first_ptr);
+        // Still held while the next frame is read: it must not be overwritten.
+        let third = read_frame(&mut r, &mut buf).unwrap();
+        assert_eq!(&second[..], &[2u8; 48][..]);
+        assert_eq!(&third[..], &[3u8; 64][..]);
+        assert_ne!(third.as_ptr(), second.as_ptr());
+    }
+
+    #[test]
     fn produce_frames_decode_with_kafka_protocol() {
         for version in 3..=13i16 {
             for codec in [Codec::None, Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd] {
