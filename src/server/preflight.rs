@@ -133,7 +133,7 @@ fn warn_discard_mount(dir: &Path) {
 /// /proc/self/mountinfo's text), if that mount discards synchronously: `discard` (ext4, XFS) or
 /// `discard=sync` (btrfs) in its mount or superblock options.
 fn discard_mount(mountinfo: &str, path: &Path) -> Option<String> {
-    let mut best: Option<(usize, String, bool)> = None;
+    let mut best: Option<(String, bool)> = None;
     for line in mountinfo.lines() {
         let fields: Vec<&str> = line.split(' ').collect();
         // id parent major:minor root mount-point mount-options [optional...] - fstype source super-options
@@ -149,11 +149,11 @@ fn discard_mount(mountinfo: &str, path: &Path) -> Option<String> {
             .split(',')
             .chain(fields[sep + 3].split(','))
             .any(|o| o == "discard" || o == "discard=sync");
-        if best.as_ref().is_none_or(|(len, _, _)| mount_point.len() >= *len) {
-            best = Some((mount_point.len(), mount_point, discards));
+        if best.as_ref().is_none_or(|(held, _)| mount_point.len() >= held.len()) {
+            best = Some((mount_point, discards));
         }
     }
-    best.and_then(|(_, mount_point, discards)| discards.then_some(mount_point))
+    best.and_then(|(mount_point, discards)| discards.then_some(mount_point))
 }
 
 /// How long start-up waits for a listen address held by a process that just died (the kernel
