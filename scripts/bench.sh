@@ -18,7 +18,10 @@
 #   5. rdkafka_performance for the 1 KiB cases (maximum, and latency at half load);
 #   6. strand perf consume from the tail (right after producing, same broker) and from cold
 #      segments (broker restarted, page cache dropped);
-#   7. writes the tables between <!-- bench:begin --> and <!-- bench:end --> of BENCHMARKS.md
+#   7. produce and consume together (issue 6's CPU target is per GiB produced and consumed): a
+#      fresh broker with its default tail cache, a warm-up that fills it, then a consumer tails a
+#      topic while 1 KiB records are produced to it (acks=1, 8 partitions); broker CPU per GiB;
+#   8. writes the tables between <!-- bench:begin --> and <!-- bench:end --> of BENCHMARKS.md
 #      (or --out FILE), with the date, the machine, the load average and every command run.
 #
 # The machine may be shared: before each case the script waits (up to QUIET_WAIT s) for other work
@@ -34,6 +37,8 @@
 #   --no-rdkafka   skip building and running rdkafka_performance
 #   --no-install   do not apt-get install iperf3/fio (fall back to the Python sink; fio is required)
 # Environment: STRAND_BIN (default target/release/strand; built with cargo if missing).
+#   STRAND_BEFORE_BIN: another broker build (e.g. one from before a change) that step 7 also runs,
+#   alternating with STRAND_BIN round by round (the load generator is STRAND_BIN's in both).
 # Logs of every run: target/bench-logs/<timestamp>/ (printed at the end).
 # Exit status: 0 if every case ran, 1 if some case failed (the tables are still written), 2 on a
 # setup error.
@@ -84,6 +89,7 @@ if [ "$MODE" = full ]; then
     PARTS_LIST=(1 8 64)
     RK_PARTS=(1 8 64)
     CONSUME_CASES=("1024 1" "1024 8" "1024 64" "100 8")
+    TOGETHER_ROUNDS=3               # produce-and-consume-together runs (each on a fresh broker)
     SINK_SIZES=(100 1024)
     DEFAULT_BATCH_ROW=1
 else
@@ -102,6 +108,7 @@ else
     PARTS_LIST=(8)
     RK_PARTS=(8)
     CONSUME_CASES=("1024 8")
+    TOGETHER_ROUNDS=1
     SINK_SIZES=(1024)
     DEFAULT_BATCH_ROW=0
 fi
@@ -138,6 +145,12 @@ fi
 # A private copy, so a rebuild during the run does not change the binary under us.
 BIN="$LOG_DIR/strand"
 cp "$SRC_BIN" "$BIN" || die "cannot copy $SRC_BIN"
+BEFORE_BIN=""
+if [ -n "${STRAND_BEFORE_BIN:-}" ]; then
+    [ -x "$STRAND_BEFORE_BIN" ] || die "STRAND_BEFORE_BIN=$STRAND_BEFORE_BIN is not an executable"
+    BEFORE_BIN="$LOG_DIR/strand-before"
+    cp "$STRAND_BEFORE_BIN" "$BEFORE_BIN" || die "cannot copy $STRAND_BEFORE_BIN"
+fi
 COMMIT="$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 if [ -n "$(git -C "$REPO" status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock 2>/dev/null)" ]; then
     COMMIT="$COMMIT (+ uncommitted changes in src/)"
@@ -168,7 +181,7 @@ cleanup() {
     done
     wait 2>/dev/null
     rm -rf "$RUN_ROOT"
-    rm -f "$LOG_DIR/strand"
+    rm -f "$LOG_DIR/strand" "$LOG_DIR/strand-before"
 }
 trap cleanup EXIT
 trap 'echo "[bench] interrupted" >&2; exit 130' INT TERM
@@ -259,7 +272,7 @@ start_broker() { # DIR PARTITIONS [extra serve arguments...]
         BROKER_SEQ=$((BROKER_SEQ + 1))
         BROKER_LOG="$LOG_DIR/broker-$BROKER_SEQ.log"
         BROKER_PORT="$(free_port)"
-        local cmd=("$BIN" serve --listen "127.0.0.1:$BROKER_PORT" --data-dir "$dir" --set "num.partitions=$parts" "${extra[@]}")
+        local cmd=("${SERVE_BIN:-$BIN}" serve --listen "127.0.0.1:$BROKER_PORT" --data-dir "$dir" --set "num.partitions=$parts" "${extra[@]}")
         record_cmd "${cmd[@]}"
         STRAND_LOG=warn "${cmd[@]}" >"$BROKER_LOG" 2>&1 &
         BROKER_PID=$!
@@ -865,11 +878,72 @@ for c in "${CONSUME_CASES[@]}"; do
     printf '%s\t' "$size" "$parts" "$n" "$tm" "$tr" "$tb" "$cm" "$cr" "$cb" "$ok" "$tbs" "$cbs" "$to" >>"$LOG_DIR/consume.tsv"
     printf '%s\n' "$co" >>"$LOG_DIR/consume.tsv"
 done
+
+# --- 6. produce and consume together ----------------------------------------------------------
+# together.tsv: round recs | produce_mibs consume_mibs | broker_cpu broker_sys | rest | ok | broker
+# (rest: cores used meanwhile by everything but the broker, the two load generators included)
+# The broker keeps its default tail cache (log.tail.cache.bytes), filled first by a warm-up on
+# another topic, so the run measures the steady state: every batch is written, cached, sent to
+# the tailing consumer and evicted. Broker CPU is over the whole run, from the consumer's start to
+# its end, per GiB produced (each byte is produced once and consumed once).
+: >"$LOG_DIR/together.tsv"
+TOGETHER_SIZE=1024
+TOGETHER_PARTS=8
+TOGETHER_BROKERS=("main=$BIN")
+[ -z "$BEFORE_BIN" ] || TOGETHER_BROKERS=("before=$BEFORE_BIN" "main=$BIN")
+for round in $(seq 1 "$TOGETHER_ROUNDS"); do
+  for tb in "${TOGETHER_BROKERS[@]}"; do
+    label="${tb%%=*}"
+    SERVE_BIN="${tb#*=}"
+    name="together-$round-$label"
+    dir="$RUN_ROOT/case"
+    wait_quiet
+    sample_load
+    rm -rf "$dir"
+    start_broker "$dir" "$TOGETHER_PARTS"
+    n="$(clamp_records "$(calc "$CONSUME_BYTES / $TOGETHER_SIZE")" "$TOGETHER_SIZE")"
+    say "produce and consume together, round $round, broker $label: warm-up of $n records, then $n records produced to a tailed topic"
+    ok=ok pm=0 cm=0 bc=0 bs=0 other=0
+    if perf_produce "$LOG_DIR/$name-warmup.log" "$BROKER_PORT" "w-$name" "$TOGETHER_SIZE" "$n" -1 1 "$BATCH_SIZE" \
+        && perf_produce "$LOG_DIR/$name-seed.log" "$BROKER_PORT" "t-$name" "$TOGETHER_SIZE" 1000 -1 1 "$BATCH_SIZE"; then
+        b0="$(cpu_ticks "$BROKER_PID")" t0="$(busy_ticks)" w0="$(date +%s.%N)"
+        ccmd=("$BIN" perf consume --bootstrap-server "127.0.0.1:$BROKER_PORT" --topic "t-$name" \
+            --messages "$((n + 1000))" --timeout 20000 --connections "$CONSUME_CONNS")
+        record_cmd "${ccmd[@]}"
+        timeout -k 5 300 "${ccmd[@]}" >"$LOG_DIR/$name-consume.log" 2>&1 &
+        cpid=$!
+        perf_produce "$LOG_DIR/$name-produce.log" "$BROKER_PORT" "t-$name" "$TOGETHER_SIZE" "$n" -1 1 "$BATCH_SIZE" || ok=failed
+        pm="$P_MIBS"
+        wait "$cpid" || ok=failed
+        b1="$(cpu_ticks "$BROKER_PID")" t1="$(busy_ticks)" w1="$(date +%s.%N)"
+        row="$(grep -E '^[0-9]{4}-[0-9]{2}-[0-9]{2} ' "$LOG_DIR/$name-consume.log" | tail -n 1)"
+        got="$(awk -F', ' '{ print $5 }' <<<"$row")"
+        cm="$(awk -F', ' '{ printf "%.1f", $9 }' <<<"$row")"
+        if [ "$got" != "$((n + 1000))" ]; then
+            warn "produce and consume together: the consumer read ${got:-no} of $((n + 1000)) records, see $LOG_DIR/$name-consume.log"
+            ok=failed
+        fi
+        read -r bc bs other < <(awk -v a="$b0" -v b="$b1" -v t0="$t0" -v t1="$t1" -v hz="$CLK_TCK" -v w="$(calc "$w1 - $w0")" 'BEGIN {
+            split(a, x, " "); split(b, y, " ")
+            bc = (y[1] + y[2] - x[1] - x[2]) / hz; bs = (y[2] - x[2]) / hz
+            printf "%.2f %.2f %.2f\n", bc, bs, (w > 0) ? ((t1 - t0) / hz - bc) / w : 0 }')
+        say "  produced $(fmt '%.0f' "$pm") MiB/s, consumed ${cm:-0} MiB/s; broker CPU $(per_gib "$bc" "$n" "$TOGETHER_SIZE") s/GiB produced and consumed"
+    else
+        ok=failed
+    fi
+    stop_broker
+    rm -rf "$dir"
+    [ "$ok" = ok ] || FAILED=$((FAILED + 1))
+    printf '%s\t' "$round" "$n" "$pm" "${cm:-0}" "$bc" "$bs" "$other" "$ok" >>"$LOG_DIR/together.tsv"
+    printf '%s\n' "$label" >>"$LOG_DIR/together.tsv"
+    SERVE_BIN=""
+  done
+done
 sample_load
 LOAD_END="$(cut -d' ' -f1-3 /proc/loadavg)"
 ELAPSED=$((SECONDS - T_START))
 
-# --- 6. the report ----------------------------------------------------------------------------
+# --- 7. the report ----------------------------------------------------------------------------
 SECTION="$LOG_DIR/section.md"
 {
     echo "<!-- bench:begin -->"
@@ -937,6 +1011,10 @@ SECTION="$LOG_DIR/section.md"
     echo "| consume from cold segments >= 60% of loopback | ${r:+$(fmt '%.1f' "$r")% of loopback, $(fmt '%.0f' "$r2")% of min(loopback, disk read) ($(fmt '%.0f' "$m") MiB/s, best: $(label_size "$s"), $p partitions)} | $(verdict "$r" 60) |"
     c="$(awk -F'\t' -v b="$BATCH_SIZE" '$1 == "strand" && $2 == 1024 && $3 == 1 && $5 == b && $16 == "ok" { printf "%s%sp %.2f", sep, $4, $9 / ($6 * $2 / 1073741824); sep = ", " }' "$LOG_DIR/produce.tsv")"
     echo "| broker CPU per GiB, produce 1 KiB acks=1 (report) | ${c:-not measured} s/GiB | |"
+    c="$(awk -F'\t' '$8 == "ok" && $9 == "main" { printf "%s%.2f", sep, $5 / ($2 * 1024 / 1073741824); sep = ", " }' "$LOG_DIR/together.tsv")"
+    cb="$(awk -F'\t' '$8 == "ok" && $9 == "before" { printf "%s%.2f", sep, $5 / ($2 * 1024 / 1073741824); sep = ", " }' "$LOG_DIR/together.tsv")"
+    [ -z "$cb" ] || c="$c (STRAND_BEFORE_BIN, alternated: $cb)"
+    echo "| broker CPU per GiB produced and consumed, 1 KiB, acks=1, 8 partitions, a consumer tailing the producer (report; issue 6: -30% against 1.36 s/GiB before it, BENCHMARKS.md \"Session 6\") | ${c:-not measured} s/GiB | |"
     echo
 
     echo "### Produce"
@@ -982,6 +1060,20 @@ SECTION="$LOG_DIR/section.md"
     while IFS=$'\t' read -r sz pa n tm tr tb cm cr cb okk tbs cbs to co; do
         echo "| $(label_size "$sz") | $pa | $((n * sz >> 20)) MiB | $(fmt '%.0f' "$tm") | $(pct "$tm" "$LOOP_MIBS") | $(per_gib "$tb" "$n" "$sz") ($(pct "$tbs" "$tb")) | $(fmt '%.2f' "$to") | $(fmt '%.0f' "$cm") | $(pct "$cm" "$LOOP_MIBS") | $(per_gib "$cb" "$n" "$sz") ($(pct "$cbs" "$cb")) | $(fmt '%.2f' "$co") |$( [ "$okk" = ok ] || echo " failed |")"
     done <"$LOG_DIR/consume.tsv"
+    echo
+    echo "### Produce and consume together (1 KiB, acks=1, $TOGETHER_PARTS partitions, $CONSUME_CONNS consumer connections)"
+    echo
+    echo "A fresh broker with its default tail cache, filled by a warm-up on another topic; then a"
+    echo "consumer tails the topic while the records are produced. Broker CPU over the whole run, per GiB"
+    echo "produced (each byte produced once and consumed once)."
+    echo
+    [ -z "$BEFORE_BIN" ] || echo "Rounds alternate this build (main) with STRAND_BEFORE_BIN (before), built $(date -u -r "$STRAND_BEFORE_BIN" '+%Y-%m-%d %H:%M UTC')."
+    [ -z "$BEFORE_BIN" ] || echo
+    echo "| round | broker | records | produce MiB/s | consume MiB/s | broker CPU s/GiB (kernel) | load generators and other work, cores |"
+    echo "| --- | --- | ---: | ---: | ---: | ---: | ---: |"
+    while IFS=$'\t' read -r rd n pm cm bc bs other okk lb; do
+        echo "| $rd | $lb | $n | $(fmt '%.0f' "$pm") | $(fmt '%.0f' "$cm") | $(per_gib "$bc" "$n" "$TOGETHER_SIZE") ($(pct "$bs" "$bc")) | $(fmt '%.2f' "$other") |$( [ "$okk" = ok ] || echo " failed |")"
+    done <"$LOG_DIR/together.tsv"
     echo
     echo "### Load generators against a sink (strand perf sink: answers at once, discards; acks=1, 8 partitions)"
     echo

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Smoke test of the benchmark script: runs `scripts/bench.sh --quick` into a temporary output file
 # (BENCHMARKS.md is not touched) and checks the results section is complete: markers, the
-# ceilings, produce rows with figures, consume and sink rows, the commands. Not part of
-# scripts/test.sh (it takes a few minutes and measures the machine).
+# ceilings, produce rows with figures, consume, produce-and-consume-together and sink rows, the
+# commands. Not part of scripts/test.sh (it takes a few minutes and measures the machine).
 # Prints PASS/FAIL per check and a final "N passed, M failed"; exits 1 on any failure.
 #
 # Usage: bash tests/bench_smoke.sh [extra bench.sh options, e.g. --no-rdkafka]
@@ -42,6 +42,7 @@ check "fdatasync latency measured" grep -qE '^\| 4 KiB append \+ fdatasync \| p5
 # half load records/s, p50, p99, p99.9, request round trip p99.9, slow-device warnings
 check "half-load latencies present" grep -qE '^\| strand perf \| 1 KiB \| all \|.*\| [0-9]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9]+ \|$' <<<"$section"
 check "consume row (tail and cold)" grep -qE '^\| 1 KiB \| [0-9]+ \| [0-9]+ MiB \| [0-9]+ \| [0-9]+% \| [0-9.]+ \([0-9]+%\) \| [0-9.]+ \| [0-9]+ \| [0-9]+% \|' <<<"$section"
+check "produce-and-consume-together row" grep -qE '^\| 1 \| main \| [0-9]+ \| [0-9]+ \| [0-9]+ \| [0-9.]+ \([0-9]+%\) \| [0-9.]+ \|$' <<<"$section"
 check "sink row" grep -qE '^\| strand perf \| 1 KiB \| [0-9]+ \| [0-9]+ \|' <<<"$section"
 check "targets table" grep -q '^| produce 1 KiB acks=1 >= 70%' <<<"$section"
 check "machine and date" grep -qE '^\| machine \| [0-9]+ cores' <<<"$section"
