@@ -295,9 +295,17 @@ impl Cleaner {
         // Without index files a crash after the rename rebuilds them from the new segment.
         index::remove_index_files(&seg.path);
         glommio::io::rename(&tmp, &seg.path).await.map_err(std::io::Error::from)?;
-        retention::sync_dir(log.dir()).await?;
+        segment::sync_dir(log.dir()).await?;
         let seal = SealInfo { size, next_offset: seg.next_offset, max_timestamp: seg.max_timestamp };
-        index.persist(&seg.path, &seal, seg.base_offset)?;
+        // Written and fdatasynced on glommio's blocking pool, not on the shard's executor.
+        let (path, base) = (seg.path.clone(), seg.base_offset);
+        let (index, persisted) = glommio::executor()
+            .spawn_blocking(move || {
+                let res = index.persist(&path, &seal, base);
+                (index, res)
+            })
+            .await;
+        persisted?;
         let file = Rc::new(DmaFile::open(&seg.path).await.map_err(std::io::Error::from)?);
         log.replace_sealed(seg.base_offset, &seg.file, Some(CleanedSegment { file, size, index }));
         Ok(RewriteOutcome { result: Rewrite::Replaced, records_removed: removed, size })

@@ -100,7 +100,7 @@ pub fn delete_log_dir(dir: &Path) {
         let res = glommio::executor()
             .spawn_blocking(move || {
                 if let Some(parent) = path.parent() {
-                    super::segment::sync_dir(parent)?;
+                    super::segment::sync_dir_blocking(parent)?;
                 }
                 remove_dir_gradually(&path, DELETE_STEP_BYTES, DELETE_STEP_PAUSE)
             })

@@ -255,7 +255,7 @@ impl PartitionLog {
         if !dir.exists() {
             std::fs::create_dir_all(&dir)?;
             if let Some(parent) = dir.parent() {
-                segment::sync_dir(parent)?;
+                segment::sync_dir(parent).await?;
             }
         }
         // A cleaner pass cut short leaves a `.cleaned` file; the segment it was replacing is intact.
@@ -1234,7 +1234,7 @@ async fn roll(log: &PartitionLog, old: &SegmentWriter, new_base: i64) -> std::io
         index::remove_index_files(&old_path);
         let _ = std::fs::remove_file(segment::segment_path(&log.dir, new_base));
         let _ = std::fs::remove_file(producer_state::snapshot_path(&log.dir, new_base));
-        let _ = segment::sync_dir(&log.dir);
+        let _ = segment::sync_dir(&log.dir).await;
         // The snapshot was taken out of the new segment; it is dropped with it by `fail`.
     }
     res
@@ -1250,10 +1250,18 @@ async fn try_roll(log: &PartitionLog, old: &SegmentWriter, new_base: i64) -> std
         let new_seg = st.segments.iter_mut().find(|s| s.base_offset == new_base).expect("new segment");
         (index, seal, old_path, new_seg.path.clone(), new_seg.snapshot.take())
     };
-    index.persist(&old_path, &seal, old.base_offset)?;
-    if let Some(bytes) = snapshot {
-        producer_state::write_snapshot(&log.dir, new_base, &bytes)?;
-    }
+    // Index files and the producer snapshot are written and fdatasynced on glommio's blocking
+    // pool: on the executor those syncs stalled every partition of the shard at each roll.
+    let (dir, old_base) = (log.dir.clone(), old.base_offset);
+    glommio::executor()
+        .spawn_blocking(move || -> std::io::Result<()> {
+            index.persist(&old_path, &seal, old_base)?;
+            if let Some(bytes) = snapshot {
+                producer_state::write_snapshot(&dir, new_base, &bytes)?;
+            }
+            Ok(())
+        })
+        .await?;
     let file = Rc::new(segment::open_rw(&new_path).await?);
     {
         let mut st = log.state.borrow_mut();

@@ -32,14 +32,7 @@ pub async fn write_file_atomic(dir: &Path, name: &str, data: Vec<u8>) -> std::io
     f.fdatasync().await.map_err(std::io::Error::from)?;
     f.close().await.map_err(std::io::Error::from)?;
     glommio::io::rename(&tmp, dir.join(name)).await.map_err(std::io::Error::from)?;
-    sync_dir(dir).await
-}
-
-/// fsyncs a directory with glommio I/O, so renames and removals in it survive a crash.
-pub async fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    let d = glommio::io::Directory::open(dir).await.map_err(std::io::Error::from)?;
-    d.sync().await.map_err(std::io::Error::from)?;
-    d.close().await.map_err(std::io::Error::from)
+    segment::sync_dir(dir).await
 }
 
 /// Removes the files of deleted segments, gradually and off the executor

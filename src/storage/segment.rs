@@ -80,7 +80,8 @@ pub fn segment_path(dir: &Path, base_offset: i64) -> PathBuf {
 }
 
 /// Opens a segment for reading and writing (never `DmaFile::create`, which is write-only).
-/// A newly created file's directory entry is made durable before this returns.
+/// A newly created file's directory entry is made durable before this returns (with an fsync
+/// through io_uring: the executor is not blocked).
 pub async fn open_rw(path: &Path) -> std::io::Result<DmaFile> {
     let existed = path.exists();
     let file = OpenOptions::new()
@@ -92,14 +93,24 @@ pub async fn open_rw(path: &Path) -> std::io::Result<DmaFile> {
         .map_err(std::io::Error::from)?;
     if !existed {
         if let Some(dir) = path.parent() {
-            sync_dir(dir)?;
+            sync_dir(dir).await?;
         }
     }
     Ok(file)
 }
 
-/// fsyncs a directory so that entries created in it survive a crash.
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+/// fsyncs a directory so that entries created, renamed or removed in it survive a crash. For
+/// the shard's executor: the fsync goes through io_uring and only this task waits for it.
+pub async fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    let d = glommio::io::Directory::open(dir).await.map_err(std::io::Error::from)?;
+    d.sync().await.map_err(std::io::Error::from)?;
+    d.close().await.map_err(std::io::Error::from)
+}
+
+/// [`sync_dir`] for code already on a blocking thread (glommio's blocking pool). Never call
+/// this on the executor: a directory fsync waits for a journal commit, which under load takes
+/// tens of milliseconds, and every partition of the shard would wait with it.
+pub fn sync_dir_blocking(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
