@@ -197,6 +197,25 @@ fn retention_ms_deletes_by_timestamp_and_survives_restart() {
     assert_eq!(first_offset(&c, topic, Offset::Beginning), Some(low));
 }
 
+/// The README's start command runs with the default data directory, `strand-data` relative to
+/// the working directory. DeleteRecords persists the log start with a directory fsync, which once
+/// failed there with KAFKA_STORAGE_ERROR (glommio opens no directory by a relative path).
+#[test]
+fn delete_records_works_on_the_default_relative_data_dir() {
+    let mut b = Broker::start(StartOpts::default().shards(2).default_data_dir());
+    let topic = "rel-dir";
+    create_topic(&b, topic, &[("segment.bytes", "4096")]);
+    produce(&b, topic, 100, 300, None);
+    assert!(b.data_dir().join(format!("{topic}-0")).is_dir(), "the log is under <cwd>/strand-data");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Offset(40)).unwrap();
+    let res = block_on(admin(&b).delete_records(&tpl, &admin_opts())).expect("DeleteRecords");
+    assert_eq!(res.find_partition(topic, 0).unwrap().error(), Ok(()));
+    assert_eq!(watermarks(&b, topic), (40, 100));
+    b.restart();
+    assert_eq!(watermarks(&b, topic), (40, 100), "the log start survives restart");
+}
+
 #[test]
 fn delete_records_moves_the_start_and_survives_restart() {
     let mut b = Broker::start(StartOpts::default().shards(2).set("log.retention.check.interval.ms", "200"));

@@ -68,6 +68,10 @@ pub fn run(mut config: BrokerConfig) -> Result<()> {
     if config.shards > cpus.len() && config.cpus.is_some() {
         bail!("--shards {} needs at least that many CPUs in --cpus (got {})", config.shards, cpus.len());
     }
+    // Absolute from here on: glommio opens directories relative to no working directory
+    // (`Directory::open` of a relative path fails with EBADF), and the default is relative.
+    config.data_dir = std::path::absolute(&config.data_dir)
+        .with_context(|| format!("cannot resolve the data directory {}", config.data_dir.display()))?;
     preflight::check_all(&config.data_dir, config.listen)?;
     let leftovers = crate::storage::file_deleter::remove_deleted_dirs(&config.data_dir);
     if leftovers > 0 {

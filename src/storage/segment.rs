@@ -102,7 +102,8 @@ pub async fn open_rw(path: &Path) -> std::io::Result<DmaFile> {
 /// fsyncs a directory so that entries created, renamed or removed in it survive a crash. For
 /// the shard's executor: the fsync goes through io_uring and only this task waits for it.
 pub async fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    let d = glommio::io::Directory::open(dir).await.map_err(std::io::Error::from)?;
+    // glommio's `Directory::open` fails with EBADF on a relative path.
+    let d = glommio::io::Directory::open(std::path::absolute(dir)?).await.map_err(std::io::Error::from)?;
     d.sync().await.map_err(std::io::Error::from)?;
     d.close().await.map_err(std::io::Error::from)
 }

@@ -32,11 +32,14 @@ pub struct StartOpts {
     pub shards: usize,
     /// `--set key=value` pairs (Kafka config names).
     pub sets: Vec<(String, String)>,
+    /// Run as the README does: in the root temp dir as the working directory, with no
+    /// `--data-dir` (the default, relative `strand-data`).
+    pub default_data_dir: bool,
 }
 
 impl Default for StartOpts {
     fn default() -> Self {
-        StartOpts { shards: 1, sets: Vec::new() }
+        StartOpts { shards: 1, sets: Vec::new(), default_data_dir: false }
     }
 }
 
@@ -47,6 +50,10 @@ impl StartOpts {
     }
     pub fn set(mut self, key: &str, value: &str) -> Self {
         self.sets.push((key.to_string(), value.to_string()));
+        self
+    }
+    pub fn default_data_dir(mut self) -> Self {
+        self.default_data_dir = true;
         self
     }
 }
@@ -149,7 +156,7 @@ impl Broker {
         format!("127.0.0.1:{}", self.port)
     }
     pub fn data_dir(&self) -> PathBuf {
-        self.root.path().join("data")
+        self.root.path().join(if self.opts.default_data_dir { "strand-data" } else { "data" })
     }
     pub fn log_path(&self) -> PathBuf {
         self.root.path().join("broker.log")
@@ -199,13 +206,13 @@ impl Broker {
             self.starts, self.port
         );
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_strand"));
-        cmd.arg("serve")
-            .arg("--listen")
-            .arg(self.bootstrap())
-            .arg("--data-dir")
-            .arg(self.data_dir())
-            .arg("--shards")
-            .arg(self.opts.shards.to_string());
+        cmd.arg("serve").arg("--listen").arg(self.bootstrap());
+        if self.opts.default_data_dir {
+            cmd.current_dir(self.root.path());
+        } else {
+            cmd.arg("--data-dir").arg(self.data_dir());
+        }
+        cmd.arg("--shards").arg(self.opts.shards.to_string());
         for (k, v) in &self.opts.sets {
             cmd.arg("--set").arg(format!("{k}={v}"));
         }
