@@ -906,7 +906,9 @@ for round in $(seq 1 "$TOGETHER_ROUNDS"); do
     ok=ok pm=0 cm=0 bc=0 bs=0 other=0
     if perf_produce "$LOG_DIR/$name-warmup.log" "$BROKER_PORT" "w-$name" "$TOGETHER_SIZE" "$n" -1 1 "$BATCH_SIZE" \
         && perf_produce "$LOG_DIR/$name-seed.log" "$BROKER_PORT" "t-$name" "$TOGETHER_SIZE" 1000 -1 1 "$BATCH_SIZE"; then
-        b0="$(cpu_ticks "$BROKER_PID")" t0="$(busy_ticks)" w0="$(date +%s.%N)"
+        # Metered over the consumer's whole run; perf_produce meters (and resets) its own part.
+        meter_start
+        together_b0="$M_B0" together_t0="$M_T0" w0="$(date +%s.%N)"
         ccmd=("$BIN" perf consume --bootstrap-server "127.0.0.1:$BROKER_PORT" --topic "t-$name" \
             --messages "$((n + 1000))" --timeout 20000 --connections "$CONSUME_CONNS")
         record_cmd "${ccmd[@]}"
@@ -915,7 +917,9 @@ for round in $(seq 1 "$TOGETHER_ROUNDS"); do
         perf_produce "$LOG_DIR/$name-produce.log" "$BROKER_PORT" "t-$name" "$TOGETHER_SIZE" "$n" -1 1 "$BATCH_SIZE" || ok=failed
         pm="$P_MIBS"
         wait "$cpid" || ok=failed
-        b1="$(cpu_ticks "$BROKER_PID")" t1="$(busy_ticks)" w1="$(date +%s.%N)"
+        M_B0="$together_b0" M_T0="$together_t0" RUN_CPU=0 RUN_WALL="$(calc "$(date +%s.%N) - $w0")"
+        meter_stop
+        bc="$M_BCPU" bs="$M_BSYS" other="$M_OTHER"
         row="$(grep -E '^[0-9]{4}-[0-9]{2}-[0-9]{2} ' "$LOG_DIR/$name-consume.log" | tail -n 1)"
         got="$(awk -F', ' '{ print $5 }' <<<"$row")"
         cm="$(awk -F', ' '{ printf "%.1f", $9 }' <<<"$row")"
@@ -923,10 +927,6 @@ for round in $(seq 1 "$TOGETHER_ROUNDS"); do
             warn "produce and consume together: the consumer read ${got:-no} of $((n + 1000)) records, see $LOG_DIR/$name-consume.log"
             ok=failed
         fi
-        read -r bc bs other < <(awk -v a="$b0" -v b="$b1" -v t0="$t0" -v t1="$t1" -v hz="$CLK_TCK" -v w="$(calc "$w1 - $w0")" 'BEGIN {
-            split(a, x, " "); split(b, y, " ")
-            bc = (y[1] + y[2] - x[1] - x[2]) / hz; bs = (y[2] - x[2]) / hz
-            printf "%.2f %.2f %.2f\n", bc, bs, (w > 0) ? ((t1 - t0) / hz - bc) / w : 0 }')
         say "  produced $(fmt '%.0f' "$pm") MiB/s, consumed ${cm:-0} MiB/s; broker CPU $(per_gib "$bc" "$n" "$TOGETHER_SIZE") s/GiB produced and consumed"
     else
         ok=failed

@@ -61,6 +61,7 @@ run() { # BINARY
         --set "log.segment.bytes=$SEGMENT_BYTES" >"$log" 2>&1 &
     PID=$!
     for _ in $(seq 50); do grep -q "listening on" "$log" 2>/dev/null && break; sleep 0.1; done
+    grep -q "listening on" "$log" || { echo "roll-latency: $1 did not start, see $log" >&2; exit 1; }
     pressure & PRESSURE=$!
     sleep 0.5
     out="$("$GEN" perf produce --topic a --record-size 1024 --throughput 100000 --num-records 2000000 \
