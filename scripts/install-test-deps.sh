@@ -7,6 +7,10 @@
 #   kafka-python, confluent-kafka (PyPI; confluent-kafka bundles a current librdkafka)
 #   python-snappy, lz4, zstandard (PyPI; kafka-python's snappy/lz4/zstd codecs)
 #   kafkajs                       (npm, into tests/clients/node_modules from the lockfile)
+#   Apache Kafka 4.1 jars         (Maven Central, scripts/install-kafka.sh: CLI tools, broker,
+#                                  Streams, Connect; cached in ~/.cache/strand)
+#   tests/java's dependencies     (Maven Central, into ~/.m2: kafka-clients, JUnit 5)
+#   franz-go                      (Go module proxy, into the Go module cache)
 #
 # Must run as root on Debian (CI runs as root). Network: Debian apt, PyPI, npm.
 set -euo pipefail
@@ -77,4 +81,20 @@ else
     cd "$REPO"
 fi
 log "kafkajs: $(node -p 'require(process.argv[1]).version' "$CLIENTS/node_modules/kafkajs/package.json")"
+# ---- Java: Kafka's jars and the Java test module ----------------------------
+command -v mvn >/dev/null 2>&1 && command -v java >/dev/null 2>&1 || {
+    log "apt: installing maven and a JDK"
+    $SUDO apt-get update -q
+    $SUDO apt-get install -y -q --no-install-recommends maven openjdk-17-jdk-headless
+}
+log "kafka jars: $(bash "$REPO/scripts/install-kafka.sh")"
+# Resolves the test module's dependencies and plugins into ~/.m2 (a no-op when cached).
+mvn -q -B -f "$REPO/tests/java/pom.xml" test-compile >/dev/null
+log "tests/java: dependencies resolved and compiled"
+
+# ---- Go: franz-go's module (its integration tests run from the module cache) ----
+if [ -f "$REPO/tests/go/go.mod" ]; then
+    (cd "$REPO/tests/go" && go mod download)
+    log "franz-go: $(cd "$REPO/tests/go" && go list -m -f '{{.Version}}' github.com/twmb/franz-go)"
+fi
 log "done"
