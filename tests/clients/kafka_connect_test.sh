@@ -127,13 +127,29 @@ topic_records() {
         | awk -F: '{ n += $3 } END { print n + 0 }'
 }
 
-# rest METHOD PATH [JSON]: a request to the worker's REST API; prints the body, fails on HTTP errors.
+# rest METHOD PATH [JSON]: a request to the worker's REST API (Python's urllib: no curl or jq
+# needed); prints the body; fails on an HTTP error or no answer within 10 s.
 rest() {
-    curl -sS --fail-with-body --max-time 10 -X "$1" -H 'Content-Type: application/json' \
-        ${3:+--data "$3"} "http://127.0.0.1:$REST_PORT$2"
+    python3 - "$1" "http://127.0.0.1:$REST_PORT$2" "${3:-}" <<'EOF'
+import sys, urllib.request
+method, url, body = sys.argv[1], sys.argv[2], sys.argv[3]
+req = urllib.request.Request(url, method=method, data=body.encode() if body else None,
+                             headers={"Content-Type": "application/json"})
+try:
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        sys.stdout.write(resp.read().decode())
+except Exception as e:
+    sys.exit(f"{method} {url}: {e}")
+EOF
 }
 
 rest_ready() { rest GET / >/dev/null 2>&1; }
+
+# connector_config CLASS FILE TOPIC_KEY TOPIC: the JSON config of a FileStream connector.
+connector_config() {
+    python3 -c 'import json, sys; print(json.dumps({"connector.class": sys.argv[1], "tasks.max": "1",
+        "file": sys.argv[2], sys.argv[3]: sys.argv[4]}))' "$@"
+}
 
 # put_connector NAME CONFIG_JSON: create (or update) a connector; true once the worker accepts it.
 put_connector() { rest PUT "/connectors/$1/config" "$2" >/dev/null 2>&1; }
@@ -142,7 +158,8 @@ put_connector() { rest PUT "/connectors/$1/config" "$2" >/dev/null 2>&1; }
 connector_running() {
     local status
     status="$(rest GET "/connectors/$1/status" 2>/dev/null)" || return 1
-    [ "$(jq -r '[.connector.state] + [.tasks[].state] | join(",")' <<<"$status")" = "RUNNING,RUNNING" ]
+    [ "$(python3 -c 'import json, sys; s = json.loads(sys.argv[1])
+print(",".join([s["connector"]["state"]] + [t["state"] for t in s["tasks"]]))' "$status")" = "RUNNING,RUNNING" ]
 }
 
 # check_internal_topics: Connect's three topics as Strand describes them: the partition counts
@@ -223,10 +240,8 @@ write_worker_properties "$D/worker.properties" distributed
 write_lines "$D/source.txt" 0 2000 ascii
 start_connect distributed "$D/connect.log" "$D/worker.properties"
 wait_until "distributed worker's REST API answers" rest_ready
-source_config="$(jq -nc --arg f "$D/source.txt" \
-    '{"connector.class":"FileStreamSource","tasks.max":"1","file":$f,"topic":"distributed-lines"}')"
-sink_config="$(jq -nc --arg f "$D/sink.txt" \
-    '{"connector.class":"FileStreamSink","tasks.max":"1","file":$f,"topics":"distributed-lines"}')"
+source_config="$(connector_config FileStreamSource "$D/source.txt" topic distributed-lines)"
+sink_config="$(connector_config FileStreamSink "$D/sink.txt" topics distributed-lines)"
 wait_until "source connector accepted" put_connector distributed-source "$source_config"
 wait_until "sink connector accepted" put_connector distributed-sink "$sink_config"
 wait_until "both connectors running" eval 'connector_running distributed-source && connector_running distributed-sink'
