@@ -63,6 +63,8 @@ import org.junit.jupiter.api.Test;
  *       machine): it restores the whole store from the changelog (restore listener), resumes at
  *       the committed offsets and, after more input, every count is exact — at-least-once only
  *       re-processes records after the last commit, and there are none;
+ *   <li>SIGKILLed while input flows and restarted on the same state directory, every count ends
+ *       between the true count and the true count plus what was uncommitted at the kill;
  *   <li>exactly_once_v2 needs transactions, which Strand does not serve: the application must
  *       stop with an error that says so (state ERROR, via the uncaught exception handler)
  *       within a bounded time, not hang.
