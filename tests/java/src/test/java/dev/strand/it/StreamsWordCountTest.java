@@ -57,7 +57,8 @@ import org.junit.jupiter.api.Test;
  * (a repartition topic and a changelog-backed RocksDB store), at-least-once.
  *
  * <ul>
- *   <li>its output (the last count per word) equals the counts computed from the input;
+ *   <li>its output (the last count per word) equals the counts computed from the input, and the
+ *       repartition records it consumed are deleted (DeleteRecords after each commit);
  *   <li>the application, run in a child JVM, is SIGKILLed once its offsets are committed and its
  *       input is quiescent, then restarted with an empty state directory (as on another
  *       machine): it restores the whole store from the changelog (restore listener), resumes at
@@ -129,6 +130,8 @@ class StreamsWordCountTest {
         waitFor("first run: offsets committed to the end of input and repartition topics",
                 () -> committedToEnd(app));
         checkInternalTopics(app);
+        waitFor("first run: repartition records deleted up to the committed offsets (DeleteRecords)",
+                () -> repartitionPurged(app));
         first.process.destroyForcibly().waitFor(30, TimeUnit.SECONDS); // SIGKILL
 
         long changelogRecords = recordCount(app + "-" + WordCountApp.STORE + "-changelog");
@@ -359,6 +362,16 @@ class StreamsWordCountTest {
         sources.addAll(partitions(app + "-" + WordCountApp.STORE + "-repartition"));
         Map<TopicPartition, Long> end = endOffsets(sources);
         return sources.stream().allMatch(tp -> committed.containsKey(tp) && committed.get(tp).offset() == end.get(tp));
+    }
+
+    /** True when each repartition partition starts at the group's committed offset. */
+    private boolean repartitionPurged(String app) throws Exception {
+        String repartition = app + "-" + WordCountApp.STORE + "-repartition";
+        Map<TopicPartition, Long> committed = committed(app, repartition);
+        Map<TopicPartition, OffsetSpec> earliest = committed.keySet().stream()
+                .collect(Collectors.toMap(tp -> tp, tp -> OffsetSpec.earliest()));
+        Map<TopicPartition, ListOffsetsResultInfo> start = admin.listOffsets(earliest).all().get();
+        return committed.entrySet().stream().allMatch(e -> e.getValue() > 0 && start.get(e.getKey()).offset() == e.getValue());
     }
 
     /** The group's committed offsets for the topic's partitions (0 where none). */

@@ -59,6 +59,8 @@ public final class WordCountApp {
         p.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, guarantee);
         p.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, 200);
         p.put(StreamsConfig.NUM_STREAM_THREADS_CONFIG, 1);
+        // Consumed repartition records are deleted (DeleteRecords) after each commit, not every 30 s.
+        p.put(StreamsConfig.REPARTITION_PURGE_INTERVAL_MS_CONFIG, 0);
         // A killed member must leave the group quickly for the restarted one to get its tasks.
         p.put(StreamsConfig.consumerPrefix(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG), 6000);
         p.put(StreamsConfig.consumerPrefix(ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG), 1000);
