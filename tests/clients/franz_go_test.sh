@@ -10,10 +10,14 @@
 # (FRANZ_GO_TIMEOUT, default 10m), then the expected failures alone with a short timeout
 # (FRANZ_GO_EXPECTED_TIMEOUT, default 60s: TestTxnEtl's consumers wait for records that never come).
 #
-# Environment: KGO_TEST_RECORDS (default 20000; franz-go's own default is 500000),
+# Environment: KGO_TEST_RECORDS (default 100000; franz-go's own default, 500000, also passes and takes ~20 s more),
 #   FRANZ_GO_CACHE (compiled test binary, default $REPO/target/franz-go),
 #   UPDATE_REPORT=1 rewrites docs/franz-go-report.md from this run,
-#   KGO_LOG_LEVEL (info; debug for the client's full log), FRANZ_GO_RUN (a -test.run regexp).
+#   FRANZ_GO_REPORT (that file instead), KGO_LOG_LEVEL (info; debug for the client's full log),
+#   FRANZ_GO_RUN (a -test.run regexp: only those tests, judged alone),
+#   FRANZ_GO_SEEDS=host:port (a reference run against a running broker, e.g. Apache Kafka, instead
+#   of a fresh Strand; the expected failures then show up as problems when that broker passes them),
+#   FRANZ_GO_RESULTS_OUT (write each test's raw outcome there: how tests/go/kafka-4.1.2.tsv is made).
 set -euo pipefail
 partial=()
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -21,8 +25,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 GO_DIR="$REPO/tests/go"
 EXPECTED="$GO_DIR/expected.tsv"
+# Outcomes of a reference run against Apache Kafka 4.1.2 (FRANZ_GO_SEEDS=... FRANZ_GO_RESULTS_OUT=this
+# file FRANZ_GO_EXPECTED_TIMEOUT=5m): a column of the report.
+REFERENCE="$GO_DIR/kafka-4.1.2.tsv"
 CACHE="${FRANZ_GO_CACHE:-$REPO/target/franz-go}"
-RECORDS="${KGO_TEST_RECORDS:-20000}"
+RECORDS="${KGO_TEST_RECORDS:-100000}"
 
 command -v go >/dev/null || fail "go not installed (Go 1.26+, see scripts/install-test-deps.sh)"
 mkdir -p "$CACHE"
@@ -62,7 +69,7 @@ run_suite() {
     (cd "$SRC/pkg/kgo" && KGO_SEEDS="$BOOTSTRAP" KGO_TEST_RF=1 KGO_TEST_RECORDS="$RECORDS" \
         go tool test2json -t -p github.com/twmb/franz-go/pkg/kgo \
         "$BIN" -test.v=test2json -test.count=1 -test.timeout "$timeout" "$@" >"$out" 2>&1) || true
-    broker_alive
+    if [ -z "${FRANZ_GO_SEEDS:-}" ]; then broker_alive; fi
 }
 
 SRC="$(franz_go_field Dir)"
@@ -70,7 +77,13 @@ VERSION="$(franz_go_field Version)"
 BIN="$(test_binary)"
 (cd "$GO_DIR" && go run ./brokertests "$SRC/pkg/kgo") >"$WORK/classes.tsv"
 
-start_broker
+if [ -n "${FRANZ_GO_SEEDS:-}" ]; then
+    BOOTSTRAP="$FRANZ_GO_SEEDS"   # a reference run against another broker, e.g. Apache Kafka
+    BROKER_NAME="external broker at $FRANZ_GO_SEEDS"
+else
+    start_broker
+    BROKER_NAME="Strand $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown) ($STRAND_BIN)"
+fi
 started=$SECONDS
 if [ -n "${FRANZ_GO_RUN:-}" ]; then
     run_suite "$WORK/main.json" "${FRANZ_GO_TIMEOUT:-10m}" -test.run "$FRANZ_GO_RUN"
@@ -87,12 +100,18 @@ log "suite ran in ${wall}s; events kept in $CACHE/main.json, $CACHE/expected.jso
 
 report=()
 if [ "${UPDATE_REPORT:-0}" = 1 ]; then
-    report=(--report "$REPO/docs/franz-go-report.md"
+    report=(--report "${FRANZ_GO_REPORT:-$REPO/docs/franz-go-report.md}"
         --meta "franz-go: github.com/twmb/franz-go $VERSION (pkg/kgo, tests from the Go module proxy's zip)"
         --meta "Go: $(go env GOVERSION)"
-        --meta "Strand: $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown) ($STRAND_BIN)"
+        --meta "Broker: $BROKER_NAME"
         --meta "Command: \`bash tests/clients/franz_go_test.sh\` (KGO_SEEDS=<a fresh broker> KGO_TEST_RF=1 KGO_TEST_RECORDS=$RECORDS; expected failures run apart with a ${FRANZ_GO_EXPECTED_TIMEOUT:-60s} timeout)"
         --meta "Run: $(date -u +%Y-%m-%dT%H:%MZ), ${wall}s for both runs of the suite on $(nproc) CPUs")
+fi
+if [ -f "$REFERENCE" ]; then
+    report+=(--reference "$REFERENCE" --reference-name "Kafka 4.1.2")
+fi
+if [ -n "${FRANZ_GO_RESULTS_OUT:-}" ]; then
+    report+=(--results-out "$FRANZ_GO_RESULTS_OUT")
 fi
 python3 "$GO_DIR/kgo_results.py" --classes "$WORK/classes.tsv" --expected "$EXPECTED" \
     "${partial[@]}" "${report[@]}" "${runs[@]}"
