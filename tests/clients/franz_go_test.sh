@@ -82,7 +82,7 @@ if [ -n "${FRANZ_GO_SEEDS:-}" ]; then
     BROKER_NAME="external broker at $FRANZ_GO_SEEDS"
 else
     start_broker
-    BROKER_NAME="Strand $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown) ($STRAND_BIN)"
+    BROKER_NAME="$("$STRAND_BIN" --version) ($STRAND_BIN; repository at $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown))"
 fi
 started=$SECONDS
 if [ -n "${FRANZ_GO_RUN:-}" ]; then
@@ -106,6 +106,9 @@ if [ "${UPDATE_REPORT:-0}" = 1 ]; then
         --meta "Broker: $BROKER_NAME"
         --meta "Command: \`bash tests/clients/franz_go_test.sh\` (KGO_SEEDS=<a fresh broker> KGO_TEST_RF=1 KGO_TEST_RECORDS=$RECORDS; expected failures run apart with a ${FRANZ_GO_EXPECTED_TIMEOUT:-60s} timeout)"
         --meta "Run: $(date -u +%Y-%m-%dT%H:%MZ), ${wall}s for both runs of the suite on $(nproc) CPUs")
+fi
+if [ "${UPDATE_REPORT:-0}" = 1 ] && [ -f "$GO_DIR/report-notes.md" ]; then
+    report+=(--notes "$GO_DIR/report-notes.md")
 fi
 if [ -f "$REFERENCE" ]; then
     report+=(--reference "$REFERENCE" --reference-name "Kafka 4.1.2")
