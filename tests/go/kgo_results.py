@@ -111,6 +111,8 @@ def judge(name, r, expected, results):
     """(status, reason, problem): status is PASS, FAIL, EXPECTED or SKIP;
     problem is a message when the result breaks the expectations."""
     exp = expected.get(name)
+    if r is None and exp:
+        return "EXPECTED", exp[1], "did not run"
     if r is None or r.action in (None, "fail"):
         if exp:
             stopped = " [stopped by the run's timeout]" if r is None or r.action is None else ""
