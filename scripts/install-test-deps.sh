@@ -95,6 +95,8 @@ log "tests/java: dependencies resolved and compiled"
 # ---- Go: franz-go's module (its integration tests run from the module cache) ----
 if [ -f "$REPO/tests/go/go.mod" ]; then
     (cd "$REPO/tests/go" && go mod download)
+    # Compiles pkg/kgo's tests once into Go's build cache (tests/clients/franz_go_test.sh then only links).
+    (cd "$REPO/tests/go" && go test -c -o /dev/null github.com/twmb/franz-go/pkg/kgo)
     log "franz-go: $(cd "$REPO/tests/go" && go list -m -f '{{.Version}}' github.com/twmb/franz-go)"
 fi
 log "done"

@@ -5,7 +5,8 @@
 # is printed after its result line.
 #
 # Environment: STRAND_BIN (default $REPO/target/release/strand),
-#              CLIENT_TEST_TIMEOUT (seconds per test, default 300),
+#              CLIENT_TEST_TIMEOUT (seconds per test, default 300; a test may ask for
+#              more with a "# client-test-timeout: SECONDS" line near its top),
 #              VERBOSE=1 to print every test's output.
 set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -38,9 +39,12 @@ for t in "${TESTS[@]}"; do
         *.py) cmd=(python3 "$HERE/$t") ;;
         *.js) cmd=(node "$HERE/$t") ;;
     esac
+    # A test may need longer: a "# client-test-timeout: SECONDS" line in its first lines.
+    t_timeout="$(head -n 5 "$HERE/$t" | sed -n 's/^# client-test-timeout: \([0-9]*\)$/\1/p')"
+    t_timeout="${t_timeout:-$TEST_TIMEOUT}"
     start=$SECONDS
     # --kill-after: if the test ignores SIGTERM, SIGKILL it 10s later.
-    timeout --kill-after=10 "$TEST_TIMEOUT" "${cmd[@]}" >"$OUT/$t.log" 2>&1 </dev/null
+    timeout --kill-after=10 "$t_timeout" "${cmd[@]}" >"$OUT/$t.log" 2>&1 </dev/null
     rc=$?
     dur=$((SECONDS - start))
     if [ "$rc" -eq 0 ]; then
@@ -53,7 +57,7 @@ for t in "${TESTS[@]}"; do
         failed=$((failed + 1))
         failed_names+=("$t")
         if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
-            echo "FAIL  $t (timed out after ${TEST_TIMEOUT}s)"
+            echo "FAIL  $t (timed out after ${t_timeout}s)"
         else
             echo "FAIL  $t (exit $rc, ${dur}s)"
         fi
