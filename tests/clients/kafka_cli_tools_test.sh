@@ -10,6 +10,8 @@
 #   kafka-configs           --describe / --alter --add-config retention.ms on a topic
 #   kafka-get-offsets       latest and earliest per partition
 #   kafka-producer-perf-test / kafka-consumer-perf-test  a small run, summary lines, records landed
+#   kafka-verifiable-producer  a record timestamped 2 h ahead: INVALID_TIMESTAMP, then accepted
+#                           after kafka-configs sets message.timestamp.after.max.ms on the topic
 #
 # Uses $BOOTSTRAP if set (e.g. to run the same checks against Apache Kafka); otherwise starts
 # its own broker (lib.sh). Each tool is a JVM start (~1-3 s): about 20 of them.
@@ -207,6 +209,20 @@ perf_tests() {
         "kafka-consumer-perf-test: data.consumed.in.nMsg and data.consumed.in.MB"
 }
 
+# ---------------------------------------------------------------- timestamps from the future
+# Kafka refuses records timestamped more than message.timestamp.after.max.ms (1 h) ahead of its
+# clock with INVALID_TIMESTAMP; the topic config (set with kafka-configs) moves the bound.
+future_timestamps() {
+    local in2h=$(( $(date +%s) * 1000 + 2 * 3600 * 1000 ))
+    tool kafka-verifiable-producer --topic future --max-messages 1 --message-create-time "$in2h" >"$WORK/future"
+    expect_line "$WORK/future" '"name":"producer_send_error".*InvalidTimestampException' \
+        "a record timestamped 2 h ahead is refused (InvalidTimestampException)"
+    tool kafka-configs --alter --entity-type topics --entity-name future --add-config message.timestamp.after.max.ms=86400000 >/dev/null
+    tool kafka-verifiable-producer --topic future --max-messages 1 --message-create-time "$in2h" >"$WORK/future"
+    expect_line "$WORK/future" '"name":"producer_send_success"' \
+        "accepted once the topic sets message.timestamp.after.max.ms to a day"
+}
+
 t0=$SECONDS
 topics_create_list_describe
 console_round_trip
@@ -216,4 +232,5 @@ consumer_groups
 configs
 alter_partitions
 perf_tests
+future_timestamps
 log "kafka_cli_tools_test: $CHECKS checks passed in $((SECONDS - t0)) s"
