@@ -4,9 +4,11 @@ VerifiableProducer and VerifiableConsumer (kafka-verifiable-producer / -consumer
 
 Usage:
   verifiable_check.py --topic T --producer P.jsonl [--producer ...]
-                      [--consumer C.jsonl ...] --read-back BOOTSTRAP [--idempotent]
-  verifiable_check.py caught-up --topic T --producer P.jsonl --consumer C.jsonl
-      (exit 0 once the consumer's record_data lines hold every acknowledged value)
+                      [--consumer C1.jsonl [--consumer C2.jsonl ...]] --read-back BOOTSTRAP [--idempotent]
+  verifiable_check.py caught-up --topic T --producer P.jsonl --consumer C.jsonl ...
+      (exit 0 once the consumers' record_data lines hold every acknowledged value)
+The --consumer files are successive processes of one group member, in order (the next one
+started after the previous one ended or was killed): commits carry over, positions do not.
 
 What it proves (exit 1 with the reasons otherwise):
   - nothing acknowledged is lost: every producer_send_success value is in the topic as read
@@ -15,11 +17,11 @@ What it proves (exit 1 with the reasons otherwise):
   - the log has no offset gaps and no record differs from what a group consumer was given
     at that offset (a consumer never saw data the broker later dropped or replaced);
   - duplicates (a value stored twice) are counted; fatal only with --idempotent;
-  - each group consumer (VerifiableConsumer, manual commits): records only while joined and
+  - the group consumer (VerifiableConsumer, manual commits): records only while joined and
     only for assigned partitions; within one assignment each partition's records_consumed
     batch starts at the previous batch's maxOffset + 1; a successful commit is never ahead of
-    the consumed position, and consumption never restarts below the last commit (a lost
-    commit); with --verbose output, it consumed every acknowledged value.
+    the consumed position, and consumption never restarts below the last commit (a commit
+    lost, e.g. by a broker crash); with --verbose output, it consumed every acknowledged value.
 Prints one summary line per topic: acked, consumed (read back), lost, duplicates, ...
 Reusable for other fault tests: the inputs are only the tools' stdout files.
 """
@@ -61,10 +63,12 @@ class Producers:
 
 
 class GroupConsumer:
-    """Kafka's ConsumerEventHandler rules over one VerifiableConsumer's events."""
+    """Kafka's ConsumerEventHandler rules over the events of successive VerifiableConsumer
+    processes of one group member."""
 
-    def __init__(self, path, problems):
-        self.path = path
+    def __init__(self, paths, problems):
+        self.paths = paths
+        self.path = None
         self.problems = problems
         self.joined = False
         self.assignment = set()
@@ -79,10 +83,14 @@ class GroupConsumer:
         self.problems.append("%s: %s" % (self.path, msg))
 
     def run(self):
-        for e in events(self.path):
-            handler = getattr(self, "on_" + e.get("name", ""), None)
-            if handler:
-                handler(e)
+        for path in self.paths:
+            self.path = path
+            self.on_shutdown_complete(None)  # a new process: nothing assigned yet
+            for e in events(path):
+                handler = getattr(self, "on_" + e.get("name", ""), None)
+                if handler:
+                    handler(e)
+        self.path = " + ".join(self.paths)
         return self
 
     def on_partitions_assigned(self, e):
@@ -186,7 +194,7 @@ def check(args):
         problems.append("producer's tool_data acked=%d, but %d producer_send_success lines"
                         % (prod.tool_acked, len(prod.acked)))
 
-    consumers = [GroupConsumer(path, problems).run() for path in args.consumer]
+    consumers = [GroupConsumer(args.consumer, problems).run()] if args.consumer else []
     for gc in consumers:
         check_consumer_against_log(gc, at, prod, problems)
 
@@ -194,8 +202,9 @@ def check(args):
           "group consumers: %s; %s"
           % (args.topic, len(prod.acked), sum(prod.errors.values()), sum(stored.values()), len(lost), len(moved),
              dups, " (idempotent)" if args.idempotent else "",
-             ", ".join("%d records in %d batches, %d assignments, %d failed commits"
-                       % (len(g.records), g.batches, g.rebalances, g.failed_commits) for g in consumers) or "none",
+             ", ".join("%d processes, %d records in %d batches, %d assignments, %d failed commits"
+                       % (len(g.paths), len(g.records), g.batches, g.rebalances, g.failed_commits)
+                       for g in consumers) or "none",
              "OK" if not problems else "%d PROBLEMS" % len(problems)))
     if prod.errors:
         print("  send errors: %s" % dict(prod.errors))
