@@ -152,6 +152,10 @@ pub struct BrokerConfig {
     pub cleaner_io_max_bytes_per_second: f64,
     /// `offsets.topic.segment.bytes`: segment size of the internal group logs.
     pub offsets_topic_segment_bytes: u64,
+    /// `log.message.timestamp.after.max.ms`: how far in the future a CreateTime timestamp may be.
+    pub message_timestamp_after_max_ms: i64,
+    /// `log.message.timestamp.before.max.ms`: how far in the past a CreateTime timestamp may be.
+    pub message_timestamp_before_max_ms: i64,
 }
 
 impl Default for BrokerConfig {
@@ -199,6 +203,8 @@ impl Default for BrokerConfig {
             cleaner_min_compaction_lag_ms: 0,
             cleaner_io_max_bytes_per_second: f64::MAX,
             offsets_topic_segment_bytes: DEFAULT_OFFSETS_SEGMENT_BYTES,
+            message_timestamp_after_max_ms: 3_600_000,
+            message_timestamp_before_max_ms: i64::MAX,
         }
     }
 }
@@ -312,6 +318,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "log.cleaner.min.compaction.lag.ms",
     "log.cleaner.io.max.bytes.per.second",
     "offsets.topic.segment.bytes",
+    "log.message.timestamp.after.max.ms",
+    "log.message.timestamp.before.max.ms",
 ];
 
 impl BrokerConfig {
@@ -389,6 +397,8 @@ impl BrokerConfig {
                 self.cleaner_min_cleanable_ratio = r;
             }
             "log.cleaner.min.compaction.lag.ms" => self.cleaner_min_compaction_lag_ms = parse_num(key, v, 0)?,
+            "log.message.timestamp.after.max.ms" => self.message_timestamp_after_max_ms = parse_num(key, v, 0)?,
+            "log.message.timestamp.before.max.ms" => self.message_timestamp_before_max_ms = parse_num(key, v, 0)?,
             "log.cleaner.io.max.bytes.per.second" => self.cleaner_io_max_bytes_per_second = parse_num(key, v, 1.0)?,
             "offsets.topic.segment.bytes" => {
                 let n: u64 = parse_num(key, v, 1024)?;
@@ -454,6 +464,8 @@ impl BrokerConfig {
             "log.cleaner.delete.retention.ms" => (self.cleaner_delete_retention_ms.to_string(), Long),
             "log.cleaner.min.cleanable.ratio" => (self.cleaner_min_cleanable_ratio.to_string(), Double),
             "log.cleaner.min.compaction.lag.ms" => (self.cleaner_min_compaction_lag_ms.to_string(), Long),
+            "log.message.timestamp.after.max.ms" => (self.message_timestamp_after_max_ms.to_string(), Long),
+            "log.message.timestamp.before.max.ms" => (self.message_timestamp_before_max_ms.to_string(), Long),
             "log.cleaner.io.max.bytes.per.second" => (self.cleaner_io_max_bytes_per_second.to_string(), Double),
             "offsets.topic.segment.bytes" => (self.offsets_topic_segment_bytes.to_string(), Int),
             "max.connections" => (self.max_connections.to_string(), Int),

@@ -203,7 +203,7 @@ fn configs_roundtrip(shards: usize) {
     let topic = "cfg-topic";
     create_topic(&b, topic, 2, &[("retention.ms", "86400000")]);
     let d = describe_topic(&b, topic);
-    assert_eq!(d.len(), 21, "every topic config is described: {d:?}");
+    assert_eq!(d.len(), 33, "every topic config of Kafka 4.1 is described: {d:?}");
     assert_eq!(value_of(&d, "retention.ms"), (Some("86400000".into()), "DynamicTopic".into()));
     assert_eq!(value_of(&d, "segment.bytes"), (Some("1073741824".into()), "Default".into()));
     assert_eq!(value_of(&d, "segment.ms"), (Some("3600000".into()), "StaticBroker".into()));

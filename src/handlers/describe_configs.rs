@@ -70,7 +70,12 @@ pub async fn handle(shard: Rc<Shard>, _version: i16, req: DescribeConfigsRequest
                                 if bsource == Source::StaticBroker {
                                     e.synonyms.push(synonym(d.broker_key, &bv, Source::StaticBroker));
                                 }
-                                e.synonyms.push(synonym(d.broker_key, d.default, Source::Default));
+                                // The default the broker runs with (Strand's own where it differs
+                                // from Kafka's, e.g. log.preallocate); none without a broker key.
+                                let default = if bsource == Source::Default { bv.as_str() } else { d.default };
+                                if !d.broker_key.is_empty() {
+                                    e.synonyms.push(synonym(d.broker_key, default, Source::Default));
+                                }
                             }
                             e
                         })

@@ -14,11 +14,26 @@ use kafka_protocol::messages::{ProduceRequest, ResponseKind, TopicName};
 use super::PendingResponse;
 use crate::protocol::{errors, FrameError};
 use crate::routing::{ProduceItem, ProduceOutcome, ShardRequest, ShardResponse};
+use crate::metadata::TopicMeta;
 use crate::shard::Shard;
 use crate::storage::batch;
 
 fn failed(code: i16) -> ProduceOutcome {
     ProduceOutcome { error: code, base_offset: -1, log_start_offset: -1 }
+}
+
+/// Whether a CreateTime timestamp of `records` is outside the topic's
+/// `message.timestamp.before.max.ms` / `after.max.ms` window around now: Kafka refuses such
+/// batches with INVALID_TIMESTAMP (by default, timestamps more than an hour in the future).
+fn timestamps_out_of_range(shard: &Shard, meta: &TopicMeta, records: &[u8]) -> bool {
+    if meta.configs.get("message.timestamp.type").is_some_and(|t| t == "LogAppendTime") {
+        return false;
+    }
+    let limit = |key: &str, broker: i64| meta.config_u64(key).map_or(broker, |v| v.min(i64::MAX as u64) as i64);
+    let before = limit("message.timestamp.before.max.ms", shard.config.message_timestamp_before_max_ms);
+    let after = limit("message.timestamp.after.max.ms", shard.config.message_timestamp_after_max_ms);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    batch::timestamp_out_of_range(records, now, before, after).is_some()
 }
 
 pub fn handle(shard: &Rc<Shard>, version: i16, req: ProduceRequest) -> LocalBoxFuture<'static, Option<ResponseKind>> {
@@ -51,6 +66,7 @@ pub fn handle(shard: &Rc<Shard>, version: i16, req: ProduceRequest) -> LocalBoxF
             let records = p.records.unwrap_or_default();
             let max = meta.config_u64("max.message.bytes").map(|v| v as usize).unwrap_or(shard.config.message_max_bytes);
             match batch::validate_batches(&records, max) {
+                Ok(_) if timestamps_out_of_range(shard, meta, &records) => slots[slot].2 = failed(errors::INVALID_TIMESTAMP),
                 Ok(summary) => {
                     let (idx, items) = &mut per_owner[owner];
                     idx.push(slot);

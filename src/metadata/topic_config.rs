@@ -17,7 +17,8 @@ pub struct TopicConfigDef {
     pub kind: ConfigKind,
     /// Kafka's default, used when neither the topic nor the broker sets it.
     pub default: &'static str,
-    /// The broker setting that gives the default for every topic (Kafka's synonym).
+    /// The broker setting that gives the default for every topic (Kafka's synonym); empty
+    /// when Kafka has none.
     pub broker_key: &'static str,
     check: Check,
 }
@@ -29,6 +30,8 @@ enum Check {
     AtLeast(i64),
     /// Integer range, both ends included.
     Between(i64, i64),
+    /// One special value, or an integer range (both ends included).
+    OrBetween(i64, i64, i64),
     /// Fraction in [0, 1].
     Ratio,
     /// One of (each element of a list: one of).
@@ -45,6 +48,8 @@ const LONG_MAX: &str = "9223372036854775807";
 /// Every topic config Strand accepts (same order as `TOPIC_CONFIG_KEYS`).
 pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     def("cleanup.policy", ConfigKind::List, "delete", "log.cleanup.policy", Check::OneOf(&["compact", "delete"])),
+    def("compression.gzip.level", ConfigKind::Int, "-1", "compression.gzip.level", Check::OrBetween(-1, 1, 9)),
+    def("compression.lz4.level", ConfigKind::Int, "9", "compression.lz4.level", Check::Between(1, 17)),
     def(
         "compression.type",
         ConfigKind::Str,
@@ -52,13 +57,23 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "compression.type",
         Check::OneOf(&["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"]),
     ),
+    def("compression.zstd.level", ConfigKind::Int, "3", "compression.zstd.level", Check::Between(-131072, 22)),
     def("delete.retention.ms", ConfigKind::Long, "86400000", "log.cleaner.delete.retention.ms", Check::AtLeast(0)),
     def("file.delete.delay.ms", ConfigKind::Long, "60000", "log.segment.delete.delay.ms", Check::AtLeast(0)),
     def("flush.messages", ConfigKind::Long, LONG_MAX, "log.flush.interval.messages", Check::AtLeast(1)),
     def("flush.ms", ConfigKind::Long, LONG_MAX, "log.flush.interval.ms", Check::AtLeast(0)),
+    // Replication throttles: no broker-level synonym, nothing to throttle on one node (stored).
+    def("follower.replication.throttled.replicas", ConfigKind::List, "", "", Check::None),
     def("index.interval.bytes", ConfigKind::Int, "4096", "log.index.interval.bytes", Check::Between(1, I32_MAX)),
+    def("leader.replication.throttled.replicas", ConfigKind::List, "", "", Check::None),
+    // Tiered storage is not available: its local retention is stored, it cannot be enabled.
+    def("local.retention.bytes", ConfigKind::Long, "-2", "log.local.retention.bytes", Check::AtLeast(-2)),
+    def("local.retention.ms", ConfigKind::Long, "-2", "log.local.retention.ms", Check::AtLeast(-2)),
     def("max.compaction.lag.ms", ConfigKind::Long, LONG_MAX, "log.cleaner.max.compaction.lag.ms", Check::AtLeast(1)),
     def("max.message.bytes", ConfigKind::Int, "1048588", "message.max.bytes", Check::Between(64, I32_MAX)),
+    // Enforced on produce for CreateTime timestamps (INVALID_TIMESTAMP), as Kafka.
+    def("message.timestamp.after.max.ms", ConfigKind::Long, "3600000", "log.message.timestamp.after.max.ms", Check::AtLeast(0)),
+    def("message.timestamp.before.max.ms", ConfigKind::Long, LONG_MAX, "log.message.timestamp.before.max.ms", Check::AtLeast(0)),
     def(
         "message.timestamp.type",
         ConfigKind::Str,
@@ -70,6 +85,9 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     def("min.compaction.lag.ms", ConfigKind::Long, "0", "log.cleaner.min.compaction.lag.ms", Check::AtLeast(0)),
     def("min.insync.replicas", ConfigKind::Int, "1", "min.insync.replicas", Check::Between(1, I32_MAX)),
     def("preallocate", ConfigKind::Boolean, "false", "log.preallocate", Check::None),
+    def("remote.log.copy.disable", ConfigKind::Boolean, "false", "", Check::None),
+    def("remote.log.delete.on.disable", ConfigKind::Boolean, "false", "", Check::None),
+    def("remote.storage.enable", ConfigKind::Boolean, "false", "", Check::OneOf(&["false"])),
     def("retention.bytes", ConfigKind::Long, "-1", "log.retention.bytes", Check::AtLeast(-1)),
     def("retention.ms", ConfigKind::Long, "604800000", "log.retention.ms", Check::AtLeast(-1)),
     def("segment.bytes", ConfigKind::Int, "1073741824", "log.segment.bytes", Check::Between(14, I32_MAX)),
@@ -139,16 +157,23 @@ pub fn validate(name: &str, value: &str) -> Result<String, String> {
             Err(_) => return bad("Not a number of type LONG".into()),
         },
         ConfigKind::Boolean => {
-            return match v.to_ascii_lowercase().as_str() {
-                b @ ("true" | "false") => Ok(b.to_string()),
+            let b = v.to_ascii_lowercase();
+            return match (b.as_str(), d.check) {
+                ("true" | "false", Check::OneOf(allowed)) if !allowed.contains(&b.as_str()) => {
+                    bad(format!("Value must be one of: {}", allowed.join(", ")))
+                }
+                ("true" | "false", _) => Ok(b),
                 _ => bad("Expected value to be either true or false".into()),
-            }
+            };
         }
         _ => None,
     };
     match (d.check, number) {
         (Check::AtLeast(min), Some(n)) if n < min => bad(format!("Value must be at least {min}")),
         (Check::Between(lo, hi), Some(n)) if n < lo || n > hi => bad(format!("Value must be between {lo} and {hi}")),
+        (Check::OrBetween(special, lo, hi), Some(n)) if n != special && (n < lo || n > hi) => {
+            bad(format!("Value must be {special} or between {lo} and {hi}"))
+        }
         (Check::Ratio, _) => match v.parse::<f64>() {
             Ok(x) if (0.0..=1.0).contains(&x) => Ok(v.to_string()),
             _ => bad("Value must be a number between 0 and 1".into()),
@@ -248,6 +273,12 @@ mod tests {
         assert!(validate("compression.type", "brotli").is_err());
         assert!(validate("min.cleanable.dirty.ratio", "1.5").is_err());
         assert!(validate("no.such", "1").unwrap_err().starts_with("Unknown topic config name"));
+        assert!(validate("compression.gzip.level", "0").is_err(), "gzip: -1 or 1..9, as Kafka");
+        assert_eq!(validate("compression.gzip.level", "-1").unwrap(), "-1");
+        assert!(validate("compression.gzip.level", "10").is_err());
+        assert!(validate("remote.storage.enable", "true").is_err(), "no tiered storage");
+        assert_eq!(validate("remote.storage.enable", "FALSE").unwrap(), "false");
+        assert!(validate("message.timestamp.after.max.ms", "-1").is_err());
     }
 
     #[test]

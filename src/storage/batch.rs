@@ -256,6 +256,19 @@ pub fn iter_headers(buf: &[u8]) -> impl Iterator<Item = (usize, BatchHeader)> + 
     })
 }
 
+/// The first CreateTime timestamp of `buf` (whole batches) outside
+/// `[now_ms - before_max_ms, now_ms + after_max_ms]` (Kafka's `message.timestamp.before.max.ms` /
+/// `after.max.ms`), if any. Looks at each batch's first (base) and greatest timestamps from the
+/// header, without decoding records; LogAppendTime batches and "no timestamp" (-1) pass.
+pub fn timestamp_out_of_range(buf: &[u8], now_ms: i64, before_max_ms: i64, after_max_ms: i64) -> Option<i64> {
+    let earliest = now_ms.saturating_sub(before_max_ms);
+    let latest = now_ms.saturating_add(after_max_ms);
+    iter_headers(buf)
+        .filter(|(_, h)| h.attributes & ATTR_TIMESTAMP_TYPE == 0)
+        .flat_map(|(_, h)| [h.base_timestamp, h.max_timestamp])
+        .find(|&ts| ts != -1 && (ts < earliest || ts > latest))
+}
+
 /// Reads a zig-zag varint; returns (value, bytes used).
 fn read_varlong(buf: &[u8]) -> Option<(i64, usize)> {
     let mut value: u64 = 0;
@@ -345,6 +358,21 @@ mod tests {
         assert_eq!(hs, vec![100, 103]);
         // Offsets are outside the CRC: still valid.
         validate_batches(&a, 1 << 20).unwrap();
+    }
+
+    #[test]
+    fn timestamps_outside_the_allowed_window() {
+        // Records at 1000, 1010, 1020 and, in a second batch, 5000, 5010.
+        let mut a = encode_batch(3, 1000);
+        a.extend(encode_batch(2, 5000));
+        assert_eq!(timestamp_out_of_range(&a, 5000, i64::MAX, 3_600_000), None, "defaults: nothing too old");
+        assert_eq!(timestamp_out_of_range(&a, 5000, 4000, 10), None, "bounds included");
+        assert_eq!(timestamp_out_of_range(&a, 5000, 3999, 10), Some(1000), "first record too old");
+        assert_eq!(timestamp_out_of_range(&a, 5000, 4000, 9), Some(5010), "greatest timestamp too new");
+        // LogAppendTime batches are not checked (the broker's clock stamps them).
+        let mut b = encode_batch(1, 1_000_000);
+        b[OFF_ATTRIBUTES + 1] |= ATTR_TIMESTAMP_TYPE as u8;
+        assert_eq!(timestamp_out_of_range(&b, 0, 0, 0), None);
     }
 
     #[test]

@@ -36,12 +36,17 @@ BROKER_ARGS = ["--set", "auto.create.topics.enable=false", "--set", "log.roll.ms
 NAME = "confluent_admin_test"
 TIMEOUT = 30
 
+# Kafka 4.1's topic configs, all described (as `kafka-configs --describe --all` shows them).
 TOPIC_CONFIG_KEYS = [
-    "cleanup.policy", "compression.type", "delete.retention.ms", "file.delete.delay.ms",
-    "flush.messages", "flush.ms", "index.interval.bytes", "max.compaction.lag.ms",
-    "max.message.bytes", "message.timestamp.type", "min.cleanable.dirty.ratio",
-    "min.compaction.lag.ms", "min.insync.replicas", "preallocate", "retention.bytes",
-    "retention.ms", "segment.bytes", "segment.index.bytes", "segment.jitter.ms", "segment.ms",
+    "cleanup.policy", "compression.gzip.level", "compression.lz4.level", "compression.type",
+    "compression.zstd.level", "delete.retention.ms", "file.delete.delay.ms", "flush.messages",
+    "flush.ms", "follower.replication.throttled.replicas", "index.interval.bytes",
+    "leader.replication.throttled.replicas", "local.retention.bytes", "local.retention.ms",
+    "max.compaction.lag.ms", "max.message.bytes", "message.timestamp.after.max.ms",
+    "message.timestamp.before.max.ms", "message.timestamp.type", "min.cleanable.dirty.ratio",
+    "min.compaction.lag.ms", "min.insync.replicas", "preallocate", "remote.log.copy.disable",
+    "remote.log.delete.on.disable", "remote.storage.enable", "retention.bytes", "retention.ms",
+    "segment.bytes", "segment.index.bytes", "segment.jitter.ms", "segment.ms",
     "unclean.leader.election.enable",
 ]
 

@@ -7,6 +7,8 @@
 # starts `$STRAND_BIN serve ...`, waits until the port accepts TCP and exports
 #   BOOTSTRAP   host:port to give clients
 #   BROKER_PID, BROKER_PORT, BROKER_LOG, BROKER_DATA
+# kill9_broker SIGKILLs it (a crash); restart_broker starts it again on the same port and data
+# dir with the same args.
 # An EXIT trap stops the broker; if the script exits non-zero (including a
 # failed start), the tail of the broker log is printed once. Temp dirs are removed unless KEEP_BROKER_DATA=1.
 #
@@ -24,6 +26,8 @@ export STRAND_BIN
 
 BROKER_PID=""
 BROKER_TMP=""
+_BROKER_ARGS=()
+_BROKER_RC=0
 _ON_EXIT=()
 
 # on_exit CMD: run CMD (a string, eval'd) when the script exits, before the
@@ -99,44 +103,85 @@ start_broker() {
     if [ -z "$BROKER_TMP" ]; then
         BROKER_TMP="$(mktemp -d "${TMPDIR:-/tmp}/strand-test.XXXXXX")"
     fi
-    local timeout_s="${BROKER_READY_TIMEOUT:-30}"
-    local attempt rc
+    _BROKER_ARGS=("$@")
+    local attempt
     for attempt in 1 2 3; do
         BROKER_PORT="$(free_port)"
         BROKER_DATA="$BROKER_TMP/data-$attempt"
         BROKER_LOG="$BROKER_TMP/broker-$attempt.log"
         mkdir -p "$BROKER_DATA"
-        # shellcheck disable=SC2206
-        local cmd=("$STRAND_BIN" serve --listen "127.0.0.1:$BROKER_PORT" --data-dir "$BROKER_DATA" "$@" ${STRAND_ARGS:-})
-        log "starting broker: ${cmd[*]}"
-        NO_COLOR=1 RUST_LOG="${RUST_LOG:-info}" "${cmd[@]}" >"$BROKER_LOG" 2>&1 </dev/null &
-        BROKER_PID=$!
-        local deadline=$((SECONDS + timeout_s))
-        while [ "$SECONDS" -lt "$deadline" ]; do
-            if ! kill -0 "$BROKER_PID" 2>/dev/null; then
-                break
-            fi
-            if port_open "$BROKER_PORT"; then
-                BOOTSTRAP="127.0.0.1:$BROKER_PORT"
-                export BOOTSTRAP BROKER_PID BROKER_PORT BROKER_LOG BROKER_DATA
-                log "broker pid $BROKER_PID ready at $BOOTSTRAP (data $BROKER_DATA)"
-                return 0
-            fi
-            sleep 0.1
-        done
-        if kill -0 "$BROKER_PID" 2>/dev/null; then
-            stop_broker
-            fail "broker did not accept TCP on 127.0.0.1:$BROKER_PORT within ${timeout_s}s"
-        fi
-        wait "$BROKER_PID" 2>/dev/null && rc=0 || rc=$?
-        BROKER_PID=""
+        _launch_broker
+        _wait_broker_ready "${BROKER_READY_TIMEOUT:-30}" && return 0
         if grep -qi 'address already in use\|AddrInUse\|EADDRINUSE' "$BROKER_LOG"; then
             log "port $BROKER_PORT was taken (attempt $attempt); retrying on another port"
             continue
         fi
-        fail "broker exited with status $rc before becoming ready"
+        fail "broker exited with status $_BROKER_RC before becoming ready"
     done
     fail "could not start broker after 3 attempts"
+}
+
+# _launch_broker: start `strand serve` on $BROKER_PORT / $BROKER_DATA with the args of
+# start_broker, appending to $BROKER_LOG; sets BROKER_PID.
+_launch_broker() {
+    # shellcheck disable=SC2206
+    local cmd=("$STRAND_BIN" serve --listen "127.0.0.1:$BROKER_PORT" --data-dir "$BROKER_DATA" "${_BROKER_ARGS[@]}" ${STRAND_ARGS:-})
+    log "starting broker: ${cmd[*]}"
+    NO_COLOR=1 RUST_LOG="${RUST_LOG:-info}" "${cmd[@]}" >>"$BROKER_LOG" 2>&1 </dev/null &
+    BROKER_PID=$!
+}
+
+# _wait_broker_ready TIMEOUT_S: 0 once the port accepts TCP (exports BOOTSTRAP...); 1 if the
+# process exited first (its status in _BROKER_RC); fails the test on timeout.
+_wait_broker_ready() {
+    local deadline=$((SECONDS + $1))
+    while [ "$SECONDS" -lt "$deadline" ]; do
+        kill -0 "$BROKER_PID" 2>/dev/null || break
+        if port_open "$BROKER_PORT"; then
+            BOOTSTRAP="127.0.0.1:$BROKER_PORT"
+            export BOOTSTRAP BROKER_PID BROKER_PORT BROKER_LOG BROKER_DATA
+            log "broker pid $BROKER_PID ready at $BOOTSTRAP (data $BROKER_DATA)"
+            return 0
+        fi
+        sleep 0.1
+    done
+    if kill -0 "$BROKER_PID" 2>/dev/null; then
+        stop_broker
+        fail "broker did not accept TCP on 127.0.0.1:$BROKER_PORT within ${1}s"
+    fi
+    wait "$BROKER_PID" 2>/dev/null && _BROKER_RC=0 || _BROKER_RC=$?
+    BROKER_PID=""
+    return 1
+}
+
+# kill9_broker: SIGKILL the broker (a crash) and reap it; port and data dir stay for
+# restart_broker.
+kill9_broker() {
+    if [ -n "$BROKER_PID" ]; then
+        kill -KILL "$BROKER_PID" 2>/dev/null || true
+        wait "$BROKER_PID" 2>/dev/null || true
+        log "broker pid $BROKER_PID killed (SIGKILL)"
+    fi
+    BROKER_PID=""
+}
+
+# restart_broker: start the broker again on the same port and data dir with the same args
+# (SIGKILLs it first if it still runs). Retries while the port is still held, for up to
+# BROKER_REBIND_TIMEOUT seconds (default 90).
+restart_broker() {
+    kill9_broker
+    echo "===== restart on port $BROKER_PORT at $(date +%H:%M:%S.%N) =====" >>"$BROKER_LOG"
+    local deadline=$((SECONDS + ${BROKER_REBIND_TIMEOUT:-90}))
+    while :; do
+        _launch_broker
+        _wait_broker_ready "${BROKER_READY_TIMEOUT:-30}" && return 0
+        if ! tail -n 5 "$BROKER_LOG" | grep -qi 'address already in use\|AddrInUse\|EADDRINUSE'; then
+            fail "broker exited with status $_BROKER_RC on restart"
+        fi
+        [ "$SECONDS" -lt "$deadline" ] || fail "broker could not bind 127.0.0.1:$BROKER_PORT again within ${BROKER_REBIND_TIMEOUT:-90}s"
+        log "port $BROKER_PORT still in use after the kill; retrying"
+        sleep 0.5
+    done
 }
 
 # broker_alive: fail the test if the broker process has died.
