@@ -309,7 +309,7 @@ impl Shard {
                 out.push(FetchOutcome { error: errors::UNKNOWN_TOPIC_OR_PARTITION, high_watermark: -1, log_start_offset: -1, ..Default::default() });
                 continue;
             };
-            let res = log.read_for_send(item.offset, item.max_bytes);
+            let res = log.read_for_send(item.offset, item.max_bytes).await;
             let (hw, start) = (log.high_watermark(), log.log_start_offset());
             out.push(match res {
                 Ok(data) => FetchOutcome { error: 0, high_watermark: hw, log_start_offset: start, records: data.chunks, bytes: data.bytes },

@@ -539,8 +539,8 @@ async fn wait_for_room(stream: &mut TcpStream, chunk: &LogChunk, off: usize) -> 
     match chunk {
         LogChunk::Mem(b) => stream.write_all(&b[off..off + n]).await?,
         LogChunk::File(r) => {
-            let mut buf = vec![0u8; n];
-            std::os::unix::fs::FileExt::read_exact_at(&*r.file, &mut buf, r.pos + off as u64)?;
+            // Read through io_uring: a page-cache miss does not stall this shard.
+            let buf = crate::storage::partition_log::read_range(&r.file, r.pos + off as u64, n).await?;
             stream.write_all(&buf).await?;
         }
     }
