@@ -221,6 +221,7 @@ pub const DEFAULT_MEMORY_PER_CPU: usize = 2 << 30;
 fn default_memory_bytes() -> usize {
     // SAFETY: sysconf only reads system values.
     let pages = unsafe { libc::sysconf(libc::_SC_PHYS_PAGES) };
+    // SAFETY: as above.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     let half = if pages > 0 && page > 0 { (pages as usize).saturating_mul(page as usize) / 2 } else { 1 << 30 };
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);

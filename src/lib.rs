@@ -13,6 +13,9 @@
 //! - [`perf`]: the load generator (`strand perf produce|consume|sink`).
 //! - [`fuzzing`]: fuzz targets over the parsers of untrusted bytes (cargo-fuzz and a stable replay test).
 
+// Every unsafe block and impl says why it is sound.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod config;
 pub mod fuzzing;
 pub mod groups;

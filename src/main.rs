@@ -1,5 +1,7 @@
 //! The `strand` command line.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use std::net::ToSocketAddrs;
 use std::path::PathBuf;
 use std::process::ExitCode;

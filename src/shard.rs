@@ -166,15 +166,20 @@ impl Shard {
         usize::try_from(partition).ok().and_then(|p| t.partitions.get(p)).cloned().flatten()
     }
 
-    /// The log settings of a topic: its configs with the broker's defaults applied. The one
-    /// place a `LogConfig` is built from topic configs (logs opened and config changes).
-    fn log_config(&self, topic: &TopicMeta) -> LogConfig {
-        let policy = topic
+    /// The topic's `cleanup.policy` (its own or the broker's default) as (delete, compact).
+    pub fn cleanup_policy(&self, topic: &TopicMeta) -> (bool, bool) {
+        topic
             .configs
             .get("cleanup.policy")
             .and_then(|p| parse_cleanup_policy(p))
             .or_else(|| parse_cleanup_policy(&self.config.log_cleanup_policy))
-            .unwrap_or((true, false));
+            .unwrap_or((true, false))
+    }
+
+    /// The log settings of a topic: its configs with the broker's defaults applied. The one
+    /// place a `LogConfig` is built from topic configs (logs opened and config changes).
+    fn log_config(&self, topic: &TopicMeta) -> LogConfig {
+        let policy = self.cleanup_policy(topic);
         LogConfig {
             segment_bytes: topic.config_u64("segment.bytes").unwrap_or(self.config.log_segment_bytes),
             roll_ms: topic.config_u64("segment.ms").unwrap_or(self.config.log_roll_ms),
@@ -304,7 +309,7 @@ impl Shard {
                 out.push(FetchOutcome { error: errors::UNKNOWN_TOPIC_OR_PARTITION, high_watermark: -1, log_start_offset: -1, ..Default::default() });
                 continue;
             };
-            let res = log.read_for_send(item.offset, item.max_bytes);
+            let res = log.read_for_send(item.offset, item.max_bytes).await;
             let (hw, start) = (log.high_watermark(), log.log_start_offset());
             out.push(match res {
                 Ok(data) => FetchOutcome { error: 0, high_watermark: hw, log_start_offset: start, records: data.chunks, bytes: data.bytes },

@@ -276,3 +276,42 @@ fn group_log_stays_bounded_under_many_commits() {
     let got = c.committed_offsets(tpl, T).unwrap();
     assert_eq!(got.find_partition(topic, 0).unwrap().offset(), Offset::Offset(commits - 1), "the latest commit survives compaction and restart");
 }
+
+/// Sends one record (key or none) and waits for its delivery report: the offset, or the error.
+fn send_one(p: &FutureProducer, topic: &str, key: Option<&str>) -> Result<i64, rdkafka::error::KafkaError> {
+    let mut r: FutureRecord<str, [u8]> = FutureRecord::to(topic).payload(b"v".as_slice());
+    if let Some(k) = key {
+        r = r.key(k);
+    }
+    block_on(p.send(r, T)).map(|d| d.offset).map_err(|(e, _)| e)
+}
+
+#[test]
+fn compacted_topic_refuses_records_without_key() {
+    let b = Broker::start(StartOpts::default());
+    let topic = "compacted-keys";
+    create_topic(&b, topic, &[("cleanup.policy", "compact")]);
+    let plain = "plain-keys";
+    create_topic(&b, plain, &[]);
+    for codec in ["none", "lz4"] {
+        let p: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", b.bootstrap())
+            .set("compression.type", codec)
+            .set("retries", "0")
+            .create()
+            .expect("producer");
+        let before = send_one(&p, topic, Some("k")).expect("a keyed record is accepted");
+        // librdkafka's delivery report carries the broker's INVALID_RECORD (87).
+        match send_one(&p, topic, None) {
+            Err(rdkafka::error::KafkaError::MessageProduction(code)) => {
+                assert_eq!(code, rdkafka::types::RDKafkaErrorCode::InvalidRecord, "{codec}")
+            }
+            other => panic!("{codec}: a keyless record on a compacted topic: {other:?}"),
+        }
+        let after = send_one(&p, topic, Some("k")).expect("keyed records still succeed");
+        assert_eq!(after, before + 1, "{codec}: the refused record took no offset");
+        send_one(&p, plain, None).expect("a keyless record on a delete topic is accepted");
+    }
+    let keys: Vec<String> = consume_all(&b, topic).into_iter().map(|(_, k, _)| k).collect();
+    assert_eq!(keys, vec!["k"; 4], "only the keyed records are stored");
+}

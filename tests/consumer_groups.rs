@@ -1734,3 +1734,35 @@ fn static_member_rejoins_without_rebalance() {
     assert_eq!(lr.members[0].error_code, 0);
     wait_group_state(&mut c, group, "Empty");
 }
+
+/// Committed offsets survive a change of `--shards` (2 -> 1 -> 2): groups follow their
+/// coordinator shard across restarts.
+#[test]
+fn committed_offsets_survive_a_change_of_shard_count() {
+    let topic = "reshard";
+    let groups: Vec<String> = (0..2).flat_map(|s| (0..2).map(move |i| group_on_shard(&format!("reshard{i}"), s, 2))).collect();
+    let b = Broker::start(StartOpts::default().shards(2));
+    let mut c = Conn::open(&b, "2 shards");
+    create_topic_raw(&mut c, topic, 1);
+    for (i, g) in groups.iter().enumerate() {
+        assert_eq!(commit_raw(&mut c, 8, g, -1, "", topic, &[(0, 10 + i as i64, Some("two"))]), vec![0]);
+    }
+    let fetch_all = |b: &Broker, what: &str| -> Vec<Committed> {
+        let mut c = Conn::open(b, what);
+        let want: Vec<(&str, Option<(&str, Vec<i32>)>)> = groups.iter().map(|g| (g.as_str(), Some((topic, vec![0])))).collect();
+        fetch_offsets_v8(&mut c, &want).into_iter().map(|(code, m)| { assert_eq!(code, 0, "{what}"); m }).collect()
+    };
+    let expect = |base: i64, md: &str| -> Vec<Committed> {
+        (0..groups.len()).map(|i| Committed::from([(0, (base + i as i64, Some(md.to_string())))])).collect()
+    };
+    assert_eq!(fetch_all(&b, "before"), expect(10, "two"));
+
+    let b = Broker::start_in(StartOpts::default().shards(1), b.into_dir());
+    assert_eq!(fetch_all(&b, "2 -> 1 shards"), expect(10, "two"), "offsets committed with 2 shards, read with 1");
+    let mut c = Conn::open(&b, "1 shard");
+    for (i, g) in groups.iter().enumerate() {
+        assert_eq!(commit_raw(&mut c, 8, g, -1, "", topic, &[(0, 20 + i as i64, Some("one"))]), vec![0]);
+    }
+    let b = Broker::start_in(StartOpts::default().shards(2), b.into_dir());
+    assert_eq!(fetch_all(&b, "1 -> 2 shards"), expect(20, "one"), "offsets committed with 1 shard, read with 2");
+}

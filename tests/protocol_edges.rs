@@ -1042,6 +1042,56 @@ fn produce_corrupt_crc_is_rejected_and_log_unchanged() {
     assert_eq!(offs, vec![0, 1, 2, 3, 4]);
 }
 
+/// A batch of one record per key (`None`: no key) with `compression`.
+fn batch_with_keys(keys: &[Option<&str>], compression: Compression) -> Bytes {
+    let mut records = make_records(keys.len(), "keys", None);
+    for (r, k) in records.iter_mut().zip(keys) {
+        r.key = k.map(|k| Bytes::from(k.to_string()));
+    }
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, records.iter(), &RecordEncodeOptions { version: 2, compression })
+        .expect("encode batch");
+    buf.freeze()
+}
+
+/// Kafka (KIP-467) refuses a keyless record on a compacted topic: the whole batch is refused
+/// with INVALID_RECORD, each keyless record named by its index in the batch (Produce v8+).
+#[test]
+fn produce_keyless_records_to_compacted_topic_are_refused_per_record() {
+    // Every topic is compacted by the broker default.
+    let b = Broker::start(1, &["log.cleanup.policy=compact"]);
+    let mut s = connect(&b);
+    create_topic(&mut s, 1, "ck", 1);
+    let why = "Compacted topic cannot accept message without key in topic partition ck-0.";
+    let mut corr = 10;
+    for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
+        for version in [3i16, 7, 8, 11] {
+            corr += 1;
+            let batch = batch_with_keys(&[Some("a"), None, Some(""), None], compression);
+            let req = produce_request(-1, vec![("ck", vec![(0, batch)])]);
+            let resp: ProduceResponse = roundtrip(&mut s, ApiKey::Produce, version, corr, &req);
+            let p = &resp.responses[0].partition_responses[0];
+            let ctx = format!("{compression:?} Produce v{version}: {p:?}");
+            assert_eq!((p.error_code, p.base_offset), (87, -1), "INVALID_RECORD, {ctx}");
+            if version < 8 {
+                assert!(p.record_errors.is_empty() && p.error_message.is_none(), "{ctx}");
+                continue;
+            }
+            let errs: Vec<(i32, String)> = p
+                .record_errors
+                .iter()
+                .map(|e| (e.batch_index, e.batch_index_error_message.as_ref().map(|m| m.to_string()).unwrap_or_default()))
+                .collect();
+            assert_eq!(errs, vec![(1, why.to_string()), (3, why.to_string())], "{ctx}");
+            let msg = p.error_message.as_ref().map(|m| m.to_string()).unwrap_or_default();
+            assert!(msg.contains("2 record errors") && msg.contains(&format!("RecordError(batchIndex=3, message='{why}')")), "{ctx}");
+        }
+    }
+    assert_eq!(latest_offset(&mut s, 100, "ck", 0), 0, "nothing of a refused batch is stored");
+    let keyed = batch_with_keys(&[Some("a"), Some("b")], Compression::Lz4);
+    assert_eq!(produce_one(&mut s, 11, 101, "ck", 0, keyed), (0, 0), "keyed records are stored");
+}
+
 /// Sets the batch's record count (bytes 57..61) and recomputes the CRC-32C so the
 /// batch passes the checksum but lies about its contents.
 fn with_record_count(batch: &Bytes, count: i32) -> Bytes {

@@ -1,8 +1,11 @@
 //! Consumer groups: the coordinator of each shard and the persistence of committed offsets.
 //!
 //! A group id hashes to one coordinator shard; every request for that group is routed there.
+//! When the shard count changes, groups are moved to their new coordinator's log at start-up
+//! (`migrate`).
 
 pub mod coordinator;
+pub mod migrate;
 pub mod store;
 
 pub use coordinator::GroupCoordinator;

@@ -90,36 +90,7 @@ impl GroupStore {
         if records.is_empty() {
             return Ok(());
         }
-        let now = now_ms();
-        let recs: Vec<Record> = records
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let (key, value) = match r {
-                    StoreRecord::Offset { key, value } => (key, value.as_ref().map(|v| serde_json::to_vec(v).unwrap())),
-                    StoreRecord::Group { key, value } => (key, value.as_ref().map(|v| serde_json::to_vec(v).unwrap())),
-                };
-                Record {
-                    transactional: false,
-                    control: false,
-                    partition_leader_epoch: 0,
-                    producer_id: -1,
-                    producer_epoch: -1,
-                    timestamp_type: TimestampType::Creation,
-                    offset: i as i64,
-                    // The encoder only groups records whose offset - sequence is constant.
-                    sequence: i as i32,
-                    timestamp: now,
-                    key: Some(Bytes::from(serde_json::to_vec(key).unwrap())),
-                    value: value.map(Bytes::from),
-                    headers: Default::default(),
-                    delete_horizon: false,
-                }
-            })
-            .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(&mut buf, recs.iter(), &RecordEncodeOptions { version: 2, compression: Compression::None })
-            .map_err(|e| StorageError::Failed(format!("encode group record: {e}")))?;
+        let buf = encode_records(records, 0, now_ms())?;
         let summary = batch::validate_batches(&buf, usize::MAX).map_err(|e| StorageError::Failed(e.to_string()))?;
         let info = self.log.append(buf.freeze(), &summary, true)?;
         self.log.wait_persisted(&info, true).await
@@ -138,26 +109,88 @@ impl GroupStore {
             for chunk in data.chunks {
                 let mut buf = chunk;
                 while !buf.is_empty() {
-                    let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| StorageError::Failed(format!("decode group log: {e}")))?;
-                    for r in set.records {
-                        offset = offset.max(r.offset + 1);
-                        let Some(key) = r.key.as_ref().and_then(|k| serde_json::from_slice::<StoreKey>(k).ok()) else { continue };
-                        match &key {
-                            StoreKey::Offset { .. } => {
-                                let value = r.value.as_ref().and_then(|v| serde_json::from_slice(v).ok());
-                                out.push(StoreRecord::Offset { key, value });
-                            }
-                            StoreKey::Group { .. } => {
-                                let value = r.value.as_ref().and_then(|v| serde_json::from_slice(v).ok());
-                                out.push(StoreRecord::Group { key, value });
-                            }
-                        }
-                    }
+                    offset = offset.max(decode_batch(&mut buf, &mut out)?);
                 }
             }
         }
         Ok(out)
     }
+}
+
+impl StoreRecord {
+    pub fn key(&self) -> &StoreKey {
+        match self {
+            StoreRecord::Offset { key, .. } | StoreRecord::Group { key, .. } => key,
+        }
+    }
+
+    pub fn is_tombstone(&self) -> bool {
+        matches!(self, StoreRecord::Offset { value: None, .. } | StoreRecord::Group { value: None, .. })
+    }
+}
+
+impl StoreKey {
+    pub fn group(&self) -> &str {
+        match self {
+            StoreKey::Offset { g, .. } | StoreKey::Group { g } => g,
+        }
+    }
+}
+
+/// Encodes records as one batch whose records take offsets from `first_offset`.
+pub fn encode_records(records: &[StoreRecord], first_offset: i64, now: i64) -> Result<BytesMut, StorageError> {
+    let recs: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let (key, value) = match r {
+                StoreRecord::Offset { key, value } => (key, value.as_ref().map(|v| serde_json::to_vec(v).unwrap())),
+                StoreRecord::Group { key, value } => (key, value.as_ref().map(|v| serde_json::to_vec(v).unwrap())),
+            };
+            Record {
+                transactional: false,
+                control: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: first_offset + i as i64,
+                // The encoder only groups records whose offset - sequence is constant.
+                sequence: i as i32,
+                timestamp: now,
+                key: Some(Bytes::from(serde_json::to_vec(key).unwrap())),
+                value: value.map(Bytes::from),
+                headers: Default::default(),
+                delete_horizon: false,
+            }
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, recs.iter(), &RecordEncodeOptions { version: 2, compression: Compression::None })
+        .map_err(|e| StorageError::Failed(format!("encode group record: {e}")))?;
+    Ok(buf)
+}
+
+/// Decodes the batch at the start of `buf` (consumed) into `out`; returns the offset after its
+/// last record.
+pub fn decode_batch(buf: &mut Bytes, out: &mut Vec<StoreRecord>) -> Result<i64, StorageError> {
+    let set = RecordBatchDecoder::decode(buf).map_err(|e| StorageError::Failed(format!("decode group log: {e}")))?;
+    let mut next = 0;
+    for r in set.records {
+        next = next.max(r.offset + 1);
+        let Some(key) = r.key.as_ref().and_then(|k| serde_json::from_slice::<StoreKey>(k).ok()) else { continue };
+        match &key {
+            StoreKey::Offset { .. } => {
+                let value = r.value.as_ref().and_then(|v| serde_json::from_slice(v).ok());
+                out.push(StoreRecord::Offset { key, value });
+            }
+            StoreKey::Group { .. } => {
+                let value = r.value.as_ref().and_then(|v| serde_json::from_slice(v).ok());
+                out.push(StoreRecord::Group { key, value });
+            }
+        }
+    }
+    Ok(next)
 }
 
 pub fn now_ms() -> i64 {

@@ -1,6 +1,8 @@
 //! Produce: validate batches (framing, CRC32C, size), route each partition's batches to its
 //! owner shard, and answer once they are persisted per `acks` (0: no answer, 1: written,
-//! -1/all: fdatasync'd). The producer's bytes go to the owner as slices of the request frame,
+//! -1/all: fdatasync'd). A compacted topic refuses records without a key, as Kafka does: only
+//! its batches are decoded (and decompressed) for that; the whole batch is refused with
+//! INVALID_RECORD and per-record errors (KIP-467). The producer's bytes go to the owner as slices of the request frame,
 //! uncopied; the log's writer stamps the offsets in its aligned copy (see `storage::partition_log`).
 
 use std::rc::Rc;
@@ -8,8 +10,11 @@ use std::rc::Rc;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::future::{join_all, LocalBoxFuture};
 use futures::FutureExt;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, ProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ResponseKind, TopicName};
+use kafka_protocol::protocol::StrBytes;
 
 use super::PendingResponse;
 use crate::protocol::{errors, FrameError};
@@ -36,12 +41,38 @@ fn timestamps_out_of_range(shard: &Shard, meta: &TopicMeta, records: &[u8]) -> b
     batch::timestamp_out_of_range(records, now, before, after).is_some()
 }
 
+/// Why a partition's records were refused record by record (INVALID_RECORD): each refused
+/// record's index in its batch with its message, and the partition's message.
+struct RecordErrors {
+    records: Vec<(i32, String)>,
+    message: String,
+}
+
+/// The records of a compacted topic's batches that have no key, as Kafka reports them.
+fn keyless_errors(topic: &str, partition: i32, data: &Bytes) -> Result<Option<RecordErrors>, batch::BatchError> {
+    let keyless = batch::keyless_records(data)?;
+    if keyless.is_empty() {
+        return Ok(None);
+    }
+    let why = format!("Compacted topic cannot accept message without key in topic partition {topic}-{partition}.");
+    let records: Vec<(i32, String)> = keyless.into_iter().map(|i| (i, why.clone())).collect();
+    // Kafka's RecordValidationException text, listing at most three RecordError(...)s.
+    let shown: Vec<String> = records.iter().take(3).map(|(i, m)| format!("RecordError(batchIndex={i}, message='{m}')")).collect();
+    let message = format!(
+        "One or more records have been rejected due to {} record errors in total, and only showing the first three errors at most: [{}]",
+        records.len(),
+        shown.join(", ")
+    );
+    Ok(Some(RecordErrors { records, message }))
+}
+
 pub fn handle(shard: &Rc<Shard>, version: i16, req: ProduceRequest) -> LocalBoxFuture<'static, Option<ResponseKind>> {
     let acks = req.acks;
     let snap = shard.metadata();
     let shards = shard.shards();
     // One slot per partition in request order; work grouped by owner shard.
     let mut slots: Vec<(usize, i32, ProduceOutcome)> = Vec::new();
+    let mut record_errors: Vec<(usize, RecordErrors)> = Vec::new();
     let mut names: Vec<(TopicName, uuid::Uuid)> = Vec::with_capacity(req.topic_data.len());
     let mut per_owner: Vec<(Vec<usize>, Vec<ProduceItem>)> = (0..shards).map(|_| (Vec::new(), Vec::new())).collect();
     for (ti, topic) in req.topic_data.into_iter().enumerate() {
@@ -65,9 +96,18 @@ pub fn handle(shard: &Rc<Shard>, version: i16, req: ProduceRequest) -> LocalBoxF
             };
             let records = p.records.unwrap_or_default();
             let max = meta.config_u64("max.message.bytes").map(|v| v as usize).unwrap_or(shard.config.message_max_bytes);
-            match batch::validate_batches(&records, max) {
+            let compacted = shard.cleanup_policy(meta).1;
+            let checked = batch::validate_batches(&records, max).and_then(|summary| {
+                let refused = if compacted { keyless_errors(&meta.name, p.index, &records)? } else { None };
+                Ok((summary, refused))
+            });
+            match checked {
                 Ok(_) if timestamps_out_of_range(shard, meta, &records) => slots[slot].2 = failed(errors::INVALID_TIMESTAMP),
-                Ok(summary) => {
+                Ok((_, Some(refused))) => {
+                    slots[slot].2 = failed(batch::BatchError::InvalidRecord.kafka_code());
+                    record_errors.push((slot, refused));
+                }
+                Ok((summary, None)) => {
                     let (idx, items) = &mut per_owner[owner];
                     idx.push(slot);
                     items.push(ProduceItem {
@@ -104,19 +144,34 @@ pub fn handle(shard: &Rc<Shard>, version: i16, req: ProduceRequest) -> LocalBoxF
             .into_iter()
             .map(|(name, id)| TopicProduceResponse::default().with_name(name).with_topic_id(id))
             .collect();
-        for (ti, partition, o) in slots {
-            topics[ti].partition_responses.push(
-                PartitionProduceResponse::default()
-                    .with_index(partition)
-                    .with_error_code(o.error)
-                    .with_base_offset(o.base_offset)
-                    .with_log_append_time_ms(-1)
-                    .with_log_start_offset(o.log_start_offset),
-            );
+        let mut record_errors = record_errors.into_iter().peekable();
+        for (slot, (ti, partition, o)) in slots.into_iter().enumerate() {
+            let mut response = PartitionProduceResponse::default()
+                .with_index(partition)
+                .with_error_code(o.error)
+                .with_base_offset(o.base_offset)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(o.log_start_offset);
+            if let Some((_, errors)) = record_errors.next_if(|(s, _)| *s == slot) {
+                // record_errors and error_message exist from Produce v8.
+                if version >= 8 {
+                    response = with_record_errors(response, errors);
+                }
+            }
+            topics[ti].partition_responses.push(response);
         }
         Some(ResponseKind::Produce(ProduceResponse::default().with_responses(topics)))
     }
     .boxed_local()
+}
+
+fn with_record_errors(response: PartitionProduceResponse, errors: RecordErrors) -> PartitionProduceResponse {
+    let records = errors
+        .records
+        .into_iter()
+        .map(|(i, m)| BatchIndexAndErrorMessage::default().with_batch_index(i).with_batch_index_error_message(Some(StrBytes::from_string(m))))
+        .collect();
+    response.with_record_errors(records).with_error_message(Some(StrBytes::from_string(errors.message)))
 }
 
 /// Produce v0-v2 carry magic v0/v1 message sets, which this broker does not store (as Kafka 4.0):

@@ -161,20 +161,26 @@ impl MetadataStore {
         self.current.clone()
     }
 
-    /// Applies a change and persists the result before it becomes visible.
+    /// Applies a change and persists the result before it becomes visible: when the save fails
+    /// the current snapshot stays as it was (what is on disk).
     pub fn update(&mut self, f: impl FnOnce(&mut MetadataSnapshot)) -> Result<Arc<MetadataSnapshot>> {
         let mut next = (*self.current).clone();
         f(&mut next);
         next.version += 1;
-        self.current = Arc::new(next);
-        self.save()?;
+        let next = Arc::new(next);
+        self.save_snapshot(&next)?;
+        self.current = next;
         Ok(self.current.clone())
     }
 
     fn save(&mut self) -> Result<()> {
+        self.save_snapshot(&self.current)
+    }
+
+    fn save_snapshot(&self, snapshot: &MetadataSnapshot) -> Result<()> {
         use std::io::Write;
         let tmp = self.path.with_extension("json.tmp");
-        let text = serde_json::to_vec_pretty(&*self.current)?;
+        let text = serde_json::to_vec_pretty(snapshot)?;
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&text)?;
         f.sync_all()?;
@@ -208,6 +214,22 @@ mod tests {
         assert_eq!(p.len(), 4);
         assert!(p.contains(&0) && p.contains(&1));
         assert_eq!(p, place("t", 4, 2));
+    }
+
+    #[test]
+    fn a_change_that_cannot_be_saved_is_not_published() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("data");
+        std::fs::create_dir(&dir).unwrap();
+        let mut s = MetadataStore::open(&dir, 1).unwrap();
+        s.update(|m| m.producer_id_block_end = 1000).unwrap();
+        let before = s.snapshot();
+        // The save fails: its directory is gone (a read-only directory does not stop root).
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(s.update(|m| m.producer_id_block_end = 2000).is_err());
+        let after = s.snapshot();
+        assert_eq!(after.producer_id_block_end, 1000, "ids beyond the saved block must not be handed out");
+        assert_eq!(after.version, before.version);
     }
 
     #[test]

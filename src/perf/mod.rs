@@ -80,6 +80,7 @@ pub fn parse_props(pairs: &[String], into: &mut BTreeMap<String, String>) -> Res
 pub fn format_java_date(unix_ms: i64) -> String {
     let secs = unix_ms.div_euclid(1000) as libc::time_t;
     let ms = unix_ms.rem_euclid(1000);
+    // SAFETY: tm is a C struct of integers (and a tm_zone pointer, null when zeroed).
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
     // SAFETY: localtime_r only writes into `tm`.
     let ok = unsafe { !libc::localtime_r(&secs, &mut tm).is_null() };

@@ -251,15 +251,18 @@ pub async fn serve(shard: Rc<Shard>, conns: Rc<ShardConnections>, stream: TcpStr
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
     // A second handle on the same socket for the writer: reads and writes proceed independently.
+    // SAFETY: dup takes an open descriptor (the stream's) and returns a new one or -1.
     let wfd = unsafe { libc::dup(fd) };
     if wfd < 0 {
         warn!(%peer, "dup failed: {}", std::io::Error::last_os_error());
         return;
     }
+    // SAFETY: `wfd` is a fresh descriptor from dup, owned by nothing else; the stream takes it.
     let wstream = unsafe { TcpStream::from_raw_fd(wfd) };
     // sendfile(2) has no per-call flag: the socket itself is made non-blocking so a full socket
     // answers EAGAIN instead of stalling the shard. glommio's own io_uring sends and receives
     // do not depend on this flag.
+    // SAFETY: fcntl on the stream's open descriptor; only its status flags change.
     unsafe {
         let flags = libc::fcntl(fd, libc::F_GETFL);
         if flags >= 0 {
@@ -348,6 +351,7 @@ pub async fn serve(shard: Rc<Shard>, conns: Rc<ShardConnections>, stream: TcpStr
 }
 
 fn shutdown(fd: i32) {
+    // SAFETY: shutdown on a socket descriptor takes no memory; a closed fd only gives EBADF.
     unsafe {
         libc::shutdown(fd, libc::SHUT_RDWR);
     }
@@ -398,6 +402,7 @@ async fn read_body(reader: &mut BufReader<TcpStream>, len: usize) -> std::io::Re
         // covers exactly the bytes it wrote.
         let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), spare.len(), libc::MSG_DONTWAIT) };
         if n > 0 {
+            // SAFETY: recv initialised these `n` bytes of the spare capacity (see above).
             unsafe { buf.set_len(buf.len() + n as usize) };
             continue;
         }
@@ -456,6 +461,8 @@ async fn send_response(stream: &mut TcpStream, fd: i32, chunks: &[LogChunk]) -> 
             LogChunk::Mem(_) => sendmsg_nonblocking(fd, &chunks[i..], off),
             LogChunk::File(r) => {
                 let mut pos = (r.pos + off as u64) as libc::off_t;
+                // SAFETY: both descriptors are open (the chunk holds the file); sendfile writes
+                // only `pos`, a local.
                 let n = unsafe { libc::sendfile(fd, std::os::fd::AsRawFd::as_raw_fd(&*r.file), &mut pos, r.len - off) };
                 if n == 0 {
                     return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "segment file shorter than its index says"));
@@ -493,6 +500,7 @@ async fn send_response(stream: &mut TcpStream, fd: i32, chunks: &[LogChunk]) -> 
 /// One sendmsg over the consecutive in-memory chunks at the start of `chunks` (the first from
 /// byte `off`).
 fn sendmsg_nonblocking(fd: i32, chunks: &[LogChunk], off: usize) -> std::io::Result<usize> {
+    // SAFETY: iovec is a C struct of a pointer and a length; zeroed is a valid (empty) value.
     let mut iov: [libc::iovec; MAX_IOVECS] = unsafe { std::mem::zeroed() };
     let mut n = 0;
     let mut more = false;
@@ -509,10 +517,13 @@ fn sendmsg_nonblocking(fd: i32, chunks: &[LogChunk], off: usize) -> std::io::Res
         iov[n] = libc::iovec { iov_base: s.as_ptr() as *mut libc::c_void, iov_len: s.len() };
         n += 1;
     }
+    // SAFETY: msghdr is a C struct of pointers and lengths; zeroed means no name, no control.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = iov.as_mut_ptr();
     msg.msg_iovlen = n as _;
     let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
+    // SAFETY: the first `n` iovecs point into chunks borrowed for this call; sendmsg only
+    // reads them.
     let r = unsafe { libc::sendmsg(fd, &msg, flags) };
     if r < 0 {
         Err(std::io::Error::last_os_error())
@@ -528,8 +539,8 @@ async fn wait_for_room(stream: &mut TcpStream, chunk: &LogChunk, off: usize) -> 
     match chunk {
         LogChunk::Mem(b) => stream.write_all(&b[off..off + n]).await?,
         LogChunk::File(r) => {
-            let mut buf = vec![0u8; n];
-            std::os::unix::fs::FileExt::read_exact_at(&*r.file, &mut buf, r.pos + off as u64)?;
+            // Read through io_uring: a page-cache miss does not stall this shard.
+            let buf = crate::storage::partition_log::read_range(&r.file, r.pos + off as u64, n).await?;
             stream.write_all(&buf).await?;
         }
     }

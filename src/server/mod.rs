@@ -83,6 +83,7 @@ pub fn run(mut config: BrokerConfig) -> Result<()> {
         config.listen = l.local_addr()?;
     }
     let store = MetadataStore::open(&config.data_dir, config.shards)?;
+    crate::groups::migrate::rebalance_group_logs(&config.data_dir, config.shards).context("cannot move groups to their coordinator shard")?;
     let snapshot = store.snapshot();
     let mut store = Some(store);
     let shards = config.shards;

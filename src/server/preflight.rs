@@ -37,20 +37,25 @@ fn check_io_uring() -> Result<()> {
     }
     // io_uring_setup with a tiny ring tells whether the kernel (or a seccomp filter) allows it.
     let mut params = [0u8; 120];
+    // SAFETY: io_uring_setup writes at most sizeof(struct io_uring_params) (120) bytes into
+    // `params`, which holds that many.
     let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 2u32, params.as_mut_ptr()) };
     if fd < 0 {
         let err = std::io::Error::last_os_error();
         bail!("io_uring is unavailable ({err}); Strand needs Linux >= 5.8 with io_uring allowed (check kernel.io_uring_disabled, and seccomp profiles in containers)");
     }
+    // SAFETY: `fd` is the ring descriptor just created and owned by nothing else.
     unsafe { libc::close(fd as i32) };
     Ok(())
 }
 
 fn check_memlock() -> Result<()> {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit into `lim`.
     if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 {
         return Ok(());
     }
+    // SAFETY: geteuid takes no arguments and cannot fail.
     let is_root = unsafe { libc::geteuid() } == 0;
     if !is_root && lim.rlim_cur != libc::RLIM_INFINITY && lim.rlim_cur < MIN_MEMLOCK_BYTES {
         bail!(
@@ -67,8 +72,10 @@ fn prepare_data_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| {
         format!("cannot create the data directory {}; choose another with --data-dir", dir.display())
     })?;
+    // SAFETY: statfs is a plain C struct of integers, valid when zeroed.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     let cpath = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).context("data directory path")?;
+    // SAFETY: `cpath` is a NUL-terminated path and `st` a writable statfs.
     if unsafe { libc::statfs(cpath.as_ptr(), &mut st) } == 0 {
         let ftype = st.f_type as i64;
         if ftype == TMPFS_MAGIC || ftype == RAMFS_MAGIC {
@@ -93,17 +100,7 @@ fn prepare_data_dir(dir: &Path) -> Result<()> {
         .write(true)
         .custom_flags(libc::O_DIRECT)
         .open(&probe);
-    let ok = match direct {
-        Ok(file) => {
-            let layout = std::alloc::Layout::from_size_align(PROBE_LEN, 4096).unwrap();
-            let buf = unsafe { std::alloc::alloc_zeroed(layout) };
-            unsafe { std::ptr::write_bytes(buf, b'S', PROBE_LEN) };
-            let r = unsafe { libc::pwrite(std::os::fd::AsRawFd::as_raw_fd(&file), buf as *const libc::c_void, PROBE_LEN, 0) };
-            unsafe { std::alloc::dealloc(buf, layout) };
-            r == PROBE_LEN as isize
-        }
-        Err(_) => false,
-    };
+    let ok = direct.is_ok_and(|file| aligned_write_works(&file));
     if !ok {
         bail!(
             "the filesystem of the data directory {} does not support O_DIRECT writes; put it on ext4 or xfs (--data-dir DIR)",
@@ -111,6 +108,16 @@ fn prepare_data_dir(dir: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Writes one 4 KiB-aligned block at offset 0 of `file` (opened O_DIRECT); true when all of it
+/// was written. The aligned block is a slice of a larger vector: no raw allocation to check.
+fn aligned_write_works(file: &std::fs::File) -> bool {
+    use std::os::unix::fs::FileExt;
+    const ALIGN: usize = 4096;
+    let buf = vec![b'S'; PROBE_LEN + ALIGN];
+    let start = buf.as_ptr().align_offset(ALIGN);
+    matches!(file.write_at(&buf[start..start + PROBE_LEN], 0), Ok(n) if n == PROBE_LEN)
 }
 
 /// Warns (does not refuse) when the data directory's filesystem discards freed blocks

@@ -1,9 +1,12 @@
 //! Record batch (magic v2) framing: header parsing, CRC32C validation and offset assignment.
 //!
-//! Owns the byte layout of a v2 record batch. It never decompresses or re-encodes records: the
-//! broker stores the producer's bytes verbatim and only rewrites `baseOffset` and
-//! `partitionLeaderEpoch`, which the CRC does not cover.
+//! Owns the byte layout of a v2 record batch. It never re-encodes records: the broker stores the
+//! producer's bytes verbatim and only rewrites `baseOffset` and `partitionLeaderEpoch`, which the
+//! CRC does not cover. Records are decoded (with the storage codec the cleaner uses) only to find
+//! keyless records in batches bound for compacted topics ([`keyless_records`]).
 
+use bytes::Bytes;
+use kafka_protocol::records::RecordBatchDecoder;
 use thiserror::Error;
 
 /// Size of the fixed v2 batch header, up to and including `recordsCount`.
@@ -222,6 +225,22 @@ pub fn validate_batches(buf: &[u8], max_batch_bytes: usize) -> Result<BatchesSum
     Ok(summary)
 }
 
+/// The index within its batch of every record without a key in `buf` (whole batches that passed
+/// [`validate_batches`]), decompressing compressed batches. A compacted topic refuses such
+/// records (Kafka's `LogValidator`); only its batches pay for this decoding.
+pub fn keyless_records(buf: &Bytes) -> Result<Vec<i32>, BatchError> {
+    let mut keyless = Vec::new();
+    let mut rest = buf.clone();
+    while !rest.is_empty() {
+        let size = peek_batch_size(&rest).filter(|&n| n <= rest.len()).ok_or(BatchError::Corrupt)?;
+        let mut one = rest.split_to(size);
+        let set = RecordBatchDecoder::decode(&mut one).map_err(|_| BatchError::Corrupt)?;
+        let missing = set.records.iter().enumerate().filter(|(_, r)| !r.control && r.key.is_none());
+        keyless.extend(missing.map(|(i, _)| i as i32));
+    }
+    Ok(keyless)
+}
+
 /// Rewrites baseOffset and partitionLeaderEpoch of every batch in `buf` so that the first batch
 /// starts at `base_offset`. Returns the next offset after the last batch.
 /// `buf` must have passed [`validate_batches`].
@@ -385,6 +404,42 @@ mod tests {
         assert!(matches!(validate_batches(&b, 10), Err(BatchError::TooLarge { .. })));
         assert_eq!(validate_batches(&b[..b.len() - 1], 1 << 20), Err(BatchError::Corrupt));
         assert_eq!(validate_batches(&[0u8; 5], 1 << 20), Err(BatchError::Corrupt));
+    }
+
+    fn encode_keys(keys: &[Option<&str>], compression: Compression) -> Bytes {
+        let records: Vec<Record> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| Record {
+                transactional: false,
+                control: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: i as i32,
+                timestamp: 1000,
+                key: k.map(|k| bytes::Bytes::from(k.to_string())),
+                value: Some(bytes::Bytes::from_static(b"v")),
+                headers: Default::default(),
+                delete_horizon: false,
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(&mut buf, records.iter(), &RecordEncodeOptions { version: 2, compression }).unwrap();
+        buf.freeze()
+    }
+
+    #[test]
+    fn finds_keyless_records_in_plain_and_compressed_batches() {
+        for codec in [Compression::None, Compression::Lz4, Compression::Zstd] {
+            let b = encode_keys(&[Some("a"), None, Some(""), None], codec);
+            validate_batches(&b, 1 << 20).unwrap();
+            assert_eq!(keyless_records(&b), Ok(vec![1, 3]), "{codec:?}");
+            let keyed = encode_keys(&[Some("a"), Some("b")], codec);
+            assert_eq!(keyless_records(&keyed), Ok(vec![]), "{codec:?}");
+        }
     }
 
     #[test]

@@ -12,8 +12,8 @@
 //!    record has its key. Records keep their offsets (gaps are allowed; a batch whose records all
 //!    stay is copied verbatim, others are re-encoded with the same codec, producer id/epoch and
 //!    offsets). Tombstones (null value) are dropped once older than `delete.retention.ms`
-//!    (measured from the tombstone's timestamp). Records without a key are kept (Kafka refuses
-//!    them at produce on compacted topics; Strand does not decompress on the produce path).
+//!    (measured from the tombstone's timestamp). Records without a key (refused at produce on
+//!    compacted topics, but present if the policy became compact later) are kept.
 //! 3. each rewritten segment goes to `<base>.log.cleaned`, is fsynced, its old index files are
 //!    removed, it is renamed over `<base>.log`, and its index is rebuilt; a crash at any point
 //!    leaves either the old or the new segment (a `.cleaned` leftover is removed at open; a

@@ -566,25 +566,31 @@ impl PartitionLog {
     /// the segment file (found from the index and batch headers only), to be sent with
     /// sendfile. Stops at the high watermark. Returns `OffsetOutOfRange` outside
     /// [log start, log end].
-    pub fn read_for_send(&self, offset: i64, max_bytes: usize) -> Result<SendData, StorageError> {
-        let mut st = self.state.borrow_mut();
-        if offset < st.log_start_offset || offset > st.next_offset {
-            return Err(StorageError::OffsetOutOfRange);
+    pub async fn read_for_send(&self, offset: i64, max_bytes: usize) -> Result<SendData, StorageError> {
+        {
+            let st = self.state.borrow();
+            if offset < st.log_start_offset || offset > st.next_offset {
+                return Err(StorageError::OffsetOutOfRange);
+            }
         }
         let mut at = offset;
         loop {
-            if at >= st.written_offset {
-                return Ok(SendData::default());
-            }
-            if st.cache.front().is_some_and(|c| at >= c.base_offset) {
-                self.last_used.set(memory::touch());
-                let (chunks, bytes) = cached_slices(&st.cache, at, max_bytes, LogChunk::Mem);
-                return Ok(SendData { chunks, bytes });
-            }
-            let si = st.segments.partition_point(|s| s.base_offset <= at).saturating_sub(1);
-            let next_base = st.segments.get(si + 1).map(|s| s.base_offset);
-            let seg = &mut st.segments[si];
-            let data = plan_send(seg, at, max_bytes)?;
+            // Decided under the borrow; the headers are read after it, off the executor thread.
+            let (plan, next_base) = {
+                let mut st = self.state.borrow_mut();
+                if at >= st.written_offset {
+                    return Ok(SendData::default());
+                }
+                if st.cache.front().is_some_and(|c| at >= c.base_offset) {
+                    self.last_used.set(memory::touch());
+                    let (chunks, bytes) = cached_slices(&st.cache, at, max_bytes, LogChunk::Mem);
+                    return Ok(SendData { chunks, bytes });
+                }
+                let si = st.segments.partition_point(|s| s.base_offset <= at).saturating_sub(1);
+                let next_base = st.segments.get(si + 1).map(|s| s.base_offset);
+                (SendPlan::new(&mut st.segments[si], at, max_bytes)?, next_base)
+            };
+            let data = plan.run().await?;
             // A compacted segment may hold nothing at or after `at`: go on with the next one.
             match next_base {
                 Some(next) if data.chunks.is_empty() && next > at => at = next,
@@ -912,88 +918,171 @@ async fn recover_active(path: &Path, base: i64, config: &LogConfig, producers: O
     Ok((seg, writer))
 }
 
-/// The sendfile range of `seg` for a read at `offset`: whole batches from the one containing
-/// it, up to `max_bytes` (at least one), found from the index and batch headers only.
-fn plan_send(seg: &mut Segment, offset: i64, max_bytes: usize) -> Result<SendData, StorageError> {
-    let end = seg.written_size;
-    let rel = (offset.max(seg.base_offset) - seg.base_offset) as u32;
-    let from = seg.index.lookup_offset(rel).map(|e| e.position as u64).unwrap_or(0);
-    if seg.reader.is_none() {
-        let reader = std::fs::File::open(&seg.path)?;
-        // Consumers read segments front to back: a larger kernel read-ahead window.
-        // SAFETY: a hint about an open descriptor; no memory is passed.
-        unsafe {
-            libc::posix_fadvise(std::os::fd::AsRawFd::as_raw_fd(&reader), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
-        }
-        seg.reader = Some(Arc::new(reader));
-    }
-    let file = seg.reader.clone().unwrap();
-    let mut start = None;
-    walk_batches(&file, from, end, |pos, _size, next| {
-        if next > offset {
-            start = Some(pos);
-            return false;
-        }
-        true
-    })?;
-    let Some(start) = start else { return Ok(SendData::default()) };
-    // Jump to the last index point within the budget, then walk the few headers after it.
-    let target = start.saturating_add(max_bytes as u64);
-    let stop = if target >= end {
-        end
-    } else {
-        let jump = seg.index.last_position_at_or_before(target).filter(|&p| p > start).unwrap_or(start);
-        let mut stop = jump;
-        walk_batches(&file, jump, end, |pos, size, _| {
-            if pos + size as u64 <= target || pos == start {
-                stop = pos + size as u64;
-                true
-            } else {
-                false
-            }
-        })?;
-        stop
-    };
-    let len = (stop - start) as usize;
-    // Start reading it from the device now, so sendfile finds it in the page cache, and read
-    // ahead of the consumer: the range after it (as long, at least COLD_READ_AHEAD_BYTES) is
-    // what its next fetch asks for, and the disk reads it while this one is sent.
-    let ahead = (len as u64).max(COLD_READ_AHEAD_BYTES).min(end - stop);
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&*file);
-    // SAFETY: posix_fadvise only takes a hint about an open descriptor; no memory is passed.
-    unsafe {
-        libc::posix_fadvise(fd, start as i64, (len as u64 + ahead) as i64, libc::POSIX_FADV_WILLNEED);
-    }
-    Ok(SendData { chunks: vec![LogChunk::File(FileRange { file, pos: start, len })], bytes: len })
+/// What planning a sendfile range of a segment needs, taken from the segment under the log's
+/// borrow: the range's batch headers are then read without it, through io_uring.
+struct SendPlan {
+    file: Arc<std::fs::File>,
+    offset: i64,
+    max_bytes: usize,
+    /// The batch boundary to walk from (the index entry at or before `offset`).
+    from: u64,
+    /// The segment's written end.
+    end: u64,
+    /// The last index position at or before `from + max_bytes`: a batch boundary the second walk
+    /// may jump to (at or before the one `start + max_bytes` would give, so the result is the same).
+    jump: Option<u64>,
 }
 
-/// Calls `f(position, size, next_offset)` for each batch of `file` from `pos` (a batch
-/// boundary) until `f` returns false or `end` is reached. Reads headers only, a window at a
-/// time; a malformed header ends the walk (recovery guarantees whole batches below `end`).
-fn walk_batches(file: &std::fs::File, mut pos: u64, end: u64, mut f: impl FnMut(u64, usize, i64) -> bool) -> std::io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    let mut buf = [0u8; HEADER_WINDOW];
-    while pos < end {
-        let want = ((end - pos) as usize).min(HEADER_WINDOW);
-        let n = file.read_at(&mut buf[..want], pos)?;
-        if n < batch::HEADER_PREFIX {
-            return Ok(());
-        }
-        let mut at = 0usize;
-        while at + batch::HEADER_PREFIX <= n {
-            let Some((size, next)) = batch::peek_extent(&buf[at..]) else { return Ok(()) };
-            let p = pos + at as u64;
-            if p + size as u64 > end {
-                return Ok(());
+impl SendPlan {
+    fn new(seg: &mut Segment, offset: i64, max_bytes: usize) -> Result<SendPlan, StorageError> {
+        let rel = (offset.max(seg.base_offset) - seg.base_offset) as u32;
+        let from = seg.index.lookup_offset(rel).map(|e| e.position as u64).unwrap_or(0);
+        if seg.reader.is_none() {
+            // open(2) of a segment this process created or opened: a path lookup in the dentry
+            // cache, no data read.
+            let reader = std::fs::File::open(&seg.path)?;
+            // Consumers read segments front to back: a larger kernel read-ahead window.
+            // SAFETY: a hint about an open descriptor; no memory is passed.
+            unsafe {
+                libc::posix_fadvise(std::os::fd::AsRawFd::as_raw_fd(&reader), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
             }
-            if !f(p, size, next) {
-                return Ok(());
-            }
-            at += size;
+            seg.reader = Some(Arc::new(reader));
         }
-        pos += at as u64;
+        Ok(SendPlan {
+            file: seg.reader.clone().expect("opened above"),
+            offset,
+            max_bytes,
+            from,
+            end: seg.written_size,
+            jump: seg.index.last_position_at_or_before(from.saturating_add(max_bytes as u64)),
+        })
     }
-    Ok(())
+
+    /// The sendfile range: whole batches from the one containing `offset`, up to `max_bytes`
+    /// (at least one), found from batch headers read with io_uring (buffered reads: a page-cache
+    /// miss is waited for by the kernel's workers, not by this shard's thread).
+    async fn run(self) -> Result<SendData, StorageError> {
+        let headers = HeaderReader::new(&self.file)?;
+        let range = self.find_range(&headers).await;
+        headers.close().await;
+        let Some((start, stop)) = range? else { return Ok(SendData::default()) };
+        let len = (stop - start) as usize;
+        // Start reading it from the device now, so sendfile finds it in the page cache, and read
+        // ahead of the consumer: the range after it (as long, at least COLD_READ_AHEAD_BYTES) is
+        // what its next fetch asks for, and the disk reads it while this one is sent.
+        let ahead = (len as u64).max(COLD_READ_AHEAD_BYTES).min(self.end - stop);
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&*self.file);
+        // SAFETY: posix_fadvise only takes a hint about an open descriptor; no memory is passed.
+        unsafe {
+            libc::posix_fadvise(fd, start as i64, (len as u64 + ahead) as i64, libc::POSIX_FADV_WILLNEED);
+        }
+        Ok(SendData { chunks: vec![LogChunk::File(FileRange { file: self.file, pos: start, len })], bytes: len })
+    }
+
+    /// (start, stop) of the range, `None` when no batch reaches past `offset`.
+    async fn find_range(&self, headers: &HeaderReader) -> Result<Option<(u64, u64)>, StorageError> {
+        let mut start = None;
+        headers
+            .walk(self.from, self.end, |pos, _size, next| {
+                if next > self.offset {
+                    start = Some(pos);
+                    return false;
+                }
+                true
+            })
+            .await?;
+        let Some(start) = start else { return Ok(None) };
+        // Jump to the last index point within the budget, then walk the few headers after it.
+        let target = start.saturating_add(self.max_bytes as u64);
+        if target >= self.end {
+            return Ok(Some((start, self.end)));
+        }
+        let jump = self.jump.filter(|&p| p > start).unwrap_or(start);
+        let mut stop = jump;
+        headers
+            .walk(jump, self.end, |pos, size, _| {
+                if pos + size as u64 <= target || pos == start {
+                    stop = pos + size as u64;
+                    true
+                } else {
+                    false
+                }
+            })
+            .await?;
+        Ok(Some((start, stop)))
+    }
+}
+
+/// Reads `len` bytes of a segment at `pos` through io_uring, like [`HeaderReader`] (for a
+/// connection that must copy part of a file range instead of sendfile).
+pub async fn read_range(file: &std::fs::File, pos: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    let reader = HeaderReader::new(file)?;
+    let mut out = Vec::with_capacity(len);
+    let mut res = Ok(());
+    while out.len() < len {
+        match reader.0.read_at(pos + out.len() as u64, len - out.len()).await {
+            Ok(b) if b.is_empty() => {
+                res = Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "segment file shorter than its index says"));
+                break;
+            }
+            Ok(b) => out.extend_from_slice(&b),
+            Err(e) => {
+                res = Err(e.into());
+                break;
+            }
+        }
+    }
+    reader.close().await;
+    res.map(|_| out)
+}
+
+/// Batch headers of a segment read through glommio's io_uring (a buffered file on a duplicate of
+/// the sendfile descriptor), so that reading them never blocks the shard's thread.
+struct HeaderReader(glommio::io::BufferedFile);
+
+impl HeaderReader {
+    fn new(file: &std::fs::File) -> std::io::Result<HeaderReader> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        // SAFETY: dup of an open descriptor; takes no memory.
+        let fd = unsafe { libc::dup(file.as_raw_fd()) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a new descriptor owned by nothing else; the BufferedFile takes it.
+        Ok(HeaderReader(unsafe { glommio::io::BufferedFile::from_raw_fd(fd) }))
+    }
+
+    async fn close(self) {
+        let _ = self.0.close().await;
+    }
+
+    /// Calls `f(position, size, next_offset)` for each batch from `pos` (a batch boundary) until
+    /// `f` returns false or `end` is reached. Reads headers only, a window at a time; a malformed
+    /// header ends the walk (recovery guarantees whole batches below `end`).
+    async fn walk(&self, mut pos: u64, end: u64, mut f: impl FnMut(u64, usize, i64) -> bool) -> std::io::Result<()> {
+        while pos < end {
+            let want = ((end - pos) as usize).min(HEADER_WINDOW);
+            let buf = self.0.read_at(pos, want).await.map_err(std::io::Error::from)?;
+            let n = buf.len();
+            if n < batch::HEADER_PREFIX {
+                return Ok(());
+            }
+            let mut at = 0usize;
+            while at + batch::HEADER_PREFIX <= n {
+                let Some((size, next)) = batch::peek_extent(&buf[at..]) else { return Ok(()) };
+                let p = pos + at as u64;
+                if p + size as u64 > end {
+                    return Ok(());
+                }
+                if !f(p, size, next) {
+                    return Ok(());
+                }
+                at += size;
+            }
+            pos += at as u64;
+        }
+        Ok(())
+    }
 }
 
 fn read_cache(cache: &VecDeque<CachedBatches>, offset: i64, max_bytes: usize) -> ReadData {
