@@ -42,6 +42,7 @@ import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.TopicPartitionInfo;
 import org.apache.kafka.common.Uuid;
 import org.apache.kafka.common.config.ConfigResource;
+import org.apache.kafka.common.errors.GroupIdNotFoundException;
 import org.apache.kafka.common.errors.GroupNotEmptyException;
 import org.apache.kafka.common.errors.InvalidConfigurationException;
 import org.apache.kafka.common.errors.InvalidPartitionsException;
@@ -301,6 +302,10 @@ class AdminClientTest {
         get(admin.deleteConsumerGroups(List.of(group)).all());
         assertFalse(get(admin.listGroups().all()).stream().map(GroupListing::groupId).collect(Collectors.toSet()).contains(group));
         assertEquals(Map.of(), get(admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata()));
+        // A group that is gone (or never was) is not found, as Kafka 4.x says it.
+        GroupIdNotFoundException e = failure(GroupIdNotFoundException.class, admin.describeConsumerGroups(List.of(group)).all());
+        assertEquals("Group " + group + " not found.", e.getMessage());
+        failure(GroupIdNotFoundException.class, admin.deleteConsumerGroups(List.of(group)).all());
     }
 
     private static GroupState describeState(String group) {

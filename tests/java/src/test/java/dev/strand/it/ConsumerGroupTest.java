@@ -158,12 +158,13 @@ class ConsumerGroupTest {
             b.close();
             int left = awaitBalanced(topic, List.of(a, c, d));
             assertTrue(left > joined, "no rebalance after the member left");
+            // Enough records for every partition to have been read across the rebalances.
+            Clients.waitFor(() -> producer.acked.size() >= 300, TIMEOUT, () -> producer.acked.size() + " records acknowledged");
         } finally {
             producer.close();
         }
         // Every acknowledged record was consumed by some member.
         Clients.waitFor(() -> missing(producer.acked).isEmpty(), TIMEOUT, () -> "not consumed: " + missing(producer.acked));
-        assertTrue(producer.acked.size() > 100, "only " + producer.acked.size() + " records produced");
         assertEquals(List.of(), violations);
         for (GroupMember m : members) {
             assertNull(m.failure, m.name);
@@ -251,7 +252,7 @@ class ConsumerGroupTest {
         long tookMs = (System.nanoTime() - closedAt) / 1_000_000;
         assertTrue(after > generation, "no rebalance");
         // Not before the session (6 s) expired: a static member's close does not leave the group.
-        assertTrue(tookMs >= 5500, "rebalanced after " + tookMs + " ms");
+        assertTrue(tookMs >= 5000, "rebalanced after " + tookMs + " ms");
         assertEquals(PARTITIONS, a.ownedNow().size());
     }
 
