@@ -349,9 +349,10 @@ impl Shard {
                 // EARLIEST, EARLIEST_LOCAL (-4).
                 -2 | -4 => ListOffsetsOutcome { error: 0, timestamp: -1, offset: log.log_start_offset() },
                 // MAX_TIMESTAMP
-                -3 => match log.max_timestamp() {
-                    Some((ts, off)) => ListOffsetsOutcome { error: 0, timestamp: ts, offset: off },
-                    None => ListOffsetsOutcome { error: 0, timestamp: -1, offset: -1 },
+                -3 => match log.max_timestamp().await {
+                    Ok(Some((ts, off))) => ListOffsetsOutcome { error: 0, timestamp: ts, offset: off },
+                    Ok(None) => ListOffsetsOutcome { error: 0, timestamp: -1, offset: -1 },
+                    Err(e) => ListOffsetsOutcome { error: e.kafka_code(), timestamp: -1, offset: -1 },
                 },
                 ts if ts >= 0 => match log.offset_for_timestamp(ts).await {
                     Ok(Some((off, found_ts))) => ListOffsetsOutcome { error: 0, timestamp: found_ts, offset: off },

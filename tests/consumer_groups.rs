@@ -1599,6 +1599,13 @@ fn error_paths(b: &Broker, group: &str, unknown: &str, topic: &str) {
     );
     let g = describe_group(&mut admin, group);
     assert_eq!(g.group_state.as_str(), "Dead", "{g:?}");
+    // DescribeGroups v6 (Kafka 4.0+): GROUP_ID_NOT_FOUND with a message, state still Dead.
+    let mut r = DescribeGroupsRequest::default();
+    r.groups = vec![gid(group)];
+    let resp: DescribeGroupsResponse = admin.call(ApiKey::DescribeGroups, 6, &r);
+    let g = &resp.groups[0];
+    assert_eq!((g.error_code, g.group_state.as_str()), (GROUP_ID_NOT_FOUND, "Dead"), "{g:?}");
+    assert_eq!(g.error_message.as_ref().map(|m| m.as_str()), Some(format!("Group {group} not found.").as_str()));
     let lg = list_groups(&mut admin, &[]);
     assert!(!lg.iter().any(|(g, _)| g == group), "{lg:?}");
 }
@@ -1675,7 +1682,8 @@ fn raw_group_error_paths_two_shards() {
 
 /// Static membership (KIP-345): a member with a group.instance.id that restarts (rejoins with an
 /// empty member id and the same instance id) gets a new member id and its old assignment without
-/// a rebalance; the old member id is fenced; leaving by instance id removes it.
+/// a rebalance (also with changed subscription metadata, as Kafka); the old member id is fenced;
+/// leaving by instance id removes it.
 #[test]
 fn static_member_rejoins_without_rebalance() {
     let b = error_broker(1);
@@ -1714,13 +1722,36 @@ fn static_member_rejoins_without_rebalance() {
     // The old member id is gone; the new one heartbeats fine.
     assert_eq!(heartbeat(&mut c, group, generation, &old_id), 25, "old member id is unknown");
     assert_eq!(heartbeat(&mut c, group, generation, &new_id), 0);
-    let mut hb = HeartbeatRequest::default();
-    hb.group_id = gid(group);
-    hb.generation_id = generation;
-    hb.member_id = strb(&new_id);
-    hb.group_instance_id = Some(strb("instance-b"));
-    let hr: HeartbeatResponse = c.call(ApiKey::Heartbeat, 4, &hb);
-    assert_eq!(hr.error_code, 82, "a wrong instance id for the member is FENCED_INSTANCE_ID");
+    // Kafka's ClassicGroup.validateMember: with an instance id, the instance decides: unknown
+    // instance -> UNKNOWN_MEMBER_ID; known instance of another member id -> FENCED_INSTANCE_ID
+    // (what tells the replaced consumer to stop instead of rejoining and fencing the new one).
+    let static_heartbeat = |c: &mut Conn, member: &str, instance: &str| -> i16 {
+        let mut hb = HeartbeatRequest::default();
+        hb.group_id = gid(group);
+        hb.generation_id = generation;
+        hb.member_id = strb(member);
+        hb.group_instance_id = Some(strb(instance));
+        let hr: HeartbeatResponse = c.call(ApiKey::Heartbeat, 4, &hb);
+        hr.error_code
+    };
+    assert_eq!(static_heartbeat(&mut c, &new_id, "instance-b"), 25, "an unknown instance id is UNKNOWN_MEMBER_ID");
+    assert_eq!(static_heartbeat(&mut c, &old_id, "instance-a"), 82, "the replaced member id is FENCED_INSTANCE_ID");
+    let mut s_old = sync_req(group, generation, &old_id, &[]);
+    s_old.group_instance_id = Some(strb("instance-a"));
+    let sr_old: SyncGroupResponse = c.call(ApiKey::SyncGroup, 5, &s_old);
+    assert_eq!(sr_old.error_code, 82, "SyncGroup of the replaced member id");
+
+    // The leader restarts again, now with other subscription metadata (a restarted consumer's
+    // owned partitions are gone) and JoinGroup v9: the group's protocol stays "range", so no
+    // rebalance, and the leader is told to skip the assignment (KIP-814).
+    let mut j9 = join_req(group, "", 10_000, &[("range", subscription(&[topic, "other"]))]);
+    j9.group_instance_id = Some(strb("instance-a"));
+    let r3: JoinGroupResponse = c.call(ApiKey::JoinGroup, 9, &j9);
+    assert_eq!(r3.error_code, 0);
+    assert_eq!(r3.generation_id, generation, "changed metadata alone must not rebalance a static rejoin");
+    assert!(r3.skip_assignment, "a returning static leader skips the assignment");
+    assert_eq!(r3.leader.as_str(), r3.member_id.as_str());
+    assert_eq!(describe_group(&mut c, group).group_state.as_str(), "Stable");
 
     // Leave by instance id (v3+ batch form with an empty member id).
     let mut l = LeaveGroupRequest::default();

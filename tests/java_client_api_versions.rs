@@ -395,6 +395,19 @@ fn java_flow(b: &Broker, label: &str, ver: &dyn Fn(ApiKey) -> i16) {
     if mv >= 10 {
         assert!(!topic_id.is_nil(), "[{label}] Metadata v{mv} must carry a topic id (the consumer needs it for Fetch v13+)");
     }
+    if mv >= 12 {
+        // Admin.describeTopics(TopicCollection.ofTopicIds(..)) asks by id with an EMPTY name
+        // (not null) beside it; Kafka looks such topics up by id.
+        let mut by_id = MetadataRequest::default();
+        let mut t = metadata_request::MetadataRequestTopic::default();
+        t.topic_id = topic_id;
+        t.name = Some(TopicName(strb("")));
+        by_id.topics = Some(vec![t]);
+        let m: MetadataResponse = c.call(ApiKey::Metadata, mv, &by_id);
+        let mt = &m.topics[0];
+        assert_eq!((mt.error_code, mt.topic_id, mt.partitions.len()), (0, topic_id, 2), "[{label}] metadata by id: {mt:?}");
+        assert_eq!(mt.name.as_ref().map(|n| n.0.as_str()), Some(topic.as_str()), "[{label}] metadata by id: {mt:?}");
+    }
 
     // ---- Producer: InitProducerId, idempotent Produce (acks=all), a retry, a local epoch bump
     let r: InitProducerIdResponse = {

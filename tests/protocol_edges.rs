@@ -556,7 +556,7 @@ const EXPECTED_APIS: &[(i16, i16, i16)] = &[
     (9, 1, 8),  // OffsetFetch
     (47, 0, 0), // OffsetDelete
     (16, 0, 5), // ListGroups
-    (15, 0, 5), // DescribeGroups
+    (15, 0, 6), // DescribeGroups
     (42, 0, 2), // DeleteGroups
     (22, 0, 4), // InitProducerId
     (32, 1, 4), // DescribeConfigs

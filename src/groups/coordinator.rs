@@ -84,6 +84,8 @@ struct JoinOutcome {
     leader: String,
     member_id: String,
     members: Vec<(String, Option<String>, Bytes)>,
+    /// KIP-814: a static leader that rejoined a Stable group keeps the current assignment.
+    skip_assignment: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -207,12 +209,39 @@ impl Group {
             leader,
             member_id: member_id.to_string(),
             members,
+            skip_assignment: false,
+        }
+    }
+
+    /// Kafka's check of a request from an existing member (join, sync, heartbeat, commit): with
+    /// an instance id, that instance must be known (else UNKNOWN_MEMBER_ID) and belong to this
+    /// member id (else FENCED_INSTANCE_ID, also when the member id is gone because a newer
+    /// member took the instance over); without one, the member id must be known.
+    fn validate_member(&self, member_id: &str, instance_id: Option<&str>) -> Result<(), i16> {
+        match instance_id {
+            Some(inst) => match self.static_members.get(inst) {
+                None => Err(UNKNOWN_MEMBER_ID),
+                Some(id) if id != member_id => Err(FENCED_INSTANCE_ID),
+                Some(_) if self.members.contains_key(member_id) => Ok(()),
+                Some(_) => Err(UNKNOWN_MEMBER_ID),
+            },
+            None if self.members.contains_key(member_id) => Ok(()),
+            None => Err(UNKNOWN_MEMBER_ID),
         }
     }
 }
 
 fn join_error(error: i16, member_id: &str) -> JoinOutcome {
-    JoinOutcome { error, generation: -1, protocol_type: None, protocol: None, leader: String::new(), member_id: member_id.to_string(), members: Vec::new() }
+    JoinOutcome {
+        error,
+        generation: -1,
+        protocol_type: None,
+        protocol: None,
+        leader: String::new(),
+        member_id: member_id.to_string(),
+        members: Vec::new(),
+        skip_assignment: false,
+    }
 }
 
 fn s(b: &StrBytes) -> String {
@@ -376,6 +405,9 @@ impl GroupCoordinator {
         if version >= 7 {
             resp.protocol_type = outcome.protocol_type.map(sb);
         }
+        if version >= 9 {
+            resp.skip_assignment = outcome.skip_assignment;
+        }
         resp
     }
 
@@ -440,7 +472,6 @@ impl GroupCoordinator {
                         if let Some(w) = old.sync_waiter.take() {
                             let _ = w.send(SyncOutcome { error: FENCED_INSTANCE_ID, assignment: Bytes::new(), protocol_type: None, protocol: None });
                         }
-                        let unchanged = old.protocols == protocols;
                         let mut m = new_member(new_id.clone());
                         m.assignment = old.assignment.clone();
                         group.members.insert(new_id.clone(), m);
@@ -448,9 +479,13 @@ impl GroupCoordinator {
                         if group.leader.as_deref() == Some(old_id.as_str()) {
                             group.leader = Some(new_id.clone());
                         }
-                        if group.state == GroupState::Stable && unchanged {
-                            // No rebalance for a static member that restarted with the same protocols.
-                            return Ok(group.outcome_for(&new_id, NONE));
+                        // As Kafka: a static member back in a Stable group causes no rebalance
+                        // unless its protocols change the group's protocol (its subscription
+                        // metadata may differ: owned partitions are not remembered over a restart).
+                        if group.state == GroupState::Stable && group.select_protocol() == group.protocol {
+                            let mut outcome = group.outcome_for(&new_id, NONE);
+                            outcome.skip_assignment = version >= 9 && group.leader.as_deref() == Some(new_id.as_str());
+                            return Ok(outcome);
                         }
                         return Err(self.await_join(group, &new_id));
                     }
@@ -472,14 +507,10 @@ impl GroupCoordinator {
             group.members.insert(member_id.clone(), new_member(member_id.clone()));
             return Err(self.await_join(group, &member_id));
         }
-        let Some(m) = group.members.get_mut(&member_id) else {
-            return Ok(join_error(UNKNOWN_MEMBER_ID, &member_id));
-        };
-        if let Some(inst) = &instance_id {
-            if group.static_members.get(inst) != Some(&member_id) {
-                return Ok(join_error(FENCED_INSTANCE_ID, &member_id));
-            }
+        if let Err(e) = group.validate_member(&member_id, instance_id.as_deref()) {
+            return Ok(join_error(e, &member_id));
         }
+        let m = group.members.get_mut(&member_id).expect("validated member");
         let changed = m.protocols != protocols;
         m.protocols = protocols;
         m.session_timeout = session_timeout;
@@ -677,12 +708,10 @@ impl GroupCoordinator {
         if group.state == GroupState::Dead {
             return err(COORDINATOR_NOT_AVAILABLE);
         }
-        let Some(member) = group.members.get(&member_id) else { return err(UNKNOWN_MEMBER_ID) };
-        if let Some(inst) = req.group_instance_id.as_ref().map(s) {
-            if member.instance_id.as_deref() != Some(inst.as_str()) {
-                return err(FENCED_INSTANCE_ID);
-            }
+        if let Err(e) = group.validate_member(&member_id, req.group_instance_id.as_ref().map(|i| i.as_str())) {
+            return err(e);
         }
+        let member = &group.members[&member_id];
         if req.generation_id != group.generation {
             return err(ILLEGAL_GENERATION);
         }
@@ -731,12 +760,11 @@ impl GroupCoordinator {
                 Some(g) => {
                     let state = g.state;
                     let generation = g.generation;
-                    match g.members.get_mut(req.member_id.as_str()) {
-                        None => UNKNOWN_MEMBER_ID,
-                        Some(m) if req.group_instance_id.as_ref().is_some_and(|i| m.instance_id.as_deref() != Some(i.as_str())) => FENCED_INSTANCE_ID,
-                        Some(_) if req.generation_id != generation => ILLEGAL_GENERATION,
-                        Some(m) => {
-                            m.last_heartbeat = Instant::now();
+                    match g.validate_member(req.member_id.as_str(), req.group_instance_id.as_ref().map(|i| i.as_str())) {
+                        Err(e) => e,
+                        Ok(()) if req.generation_id != generation => ILLEGAL_GENERATION,
+                        Ok(()) => {
+                            g.members.get_mut(req.member_id.as_str()).expect("validated member").last_heartbeat = Instant::now();
                             match state {
                                 GroupState::PreparingRebalance => REBALANCE_IN_PROGRESS,
                                 GroupState::Empty => UNKNOWN_MEMBER_ID,
@@ -788,7 +816,7 @@ impl GroupCoordinator {
                         self.remove_member_and_rebalance(group, &id);
                         NONE
                     }
-                    None if instance.is_some() && !member_id.is_empty() => FENCED_INSTANCE_ID,
+                    None if instance.as_ref().is_some_and(|i| group.static_members.contains_key(i)) => FENCED_INSTANCE_ID,
                     None => UNKNOWN_MEMBER_ID,
                 };
                 if version < 3 {
@@ -827,12 +855,11 @@ impl GroupCoordinator {
                 None => ILLEGAL_GENERATION,
                 Some(g) if g.state == GroupState::Dead => COORDINATOR_NOT_AVAILABLE,
                 Some(g) if generation < 0 && g.state == GroupState::Empty => NONE,
-                Some(g) => match g.members.get(&member_id) {
-                    None => UNKNOWN_MEMBER_ID,
-                    Some(m) if req.group_instance_id.as_ref().is_some_and(|i| m.instance_id.as_deref() != Some(i.as_str())) => FENCED_INSTANCE_ID,
-                    Some(_) if generation != g.generation => ILLEGAL_GENERATION,
-                    Some(_) if g.state == GroupState::CompletingRebalance => REBALANCE_IN_PROGRESS,
-                    Some(_) => NONE,
+                Some(g) => match g.validate_member(&member_id, req.group_instance_id.as_ref().map(|i| i.as_str())) {
+                    Err(e) => e,
+                    Ok(()) if generation != g.generation => ILLEGAL_GENERATION,
+                    Ok(()) if g.state == GroupState::CompletingRebalance => REBALANCE_IN_PROGRESS,
+                    Ok(()) => NONE,
                 },
             }
         };

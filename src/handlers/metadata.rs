@@ -18,7 +18,9 @@ pub async fn handle(shard: Rc<Shard>, version: i16, req: MetadataRequest) -> Met
     let requested: Option<Vec<(Option<String>, uuid::Uuid)>> = match &req.topics {
         None => None,
         Some(list) if list.is_empty() && version == 0 => None,
-        Some(list) => Some(list.iter().map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)).collect()),
+        // As Kafka: a topic given by a non-zero id is looked up by id, whatever its name field
+        // holds (the Java admin client sends an empty name beside the id).
+        Some(list) => Some(list.iter().map(|t| (t.name.as_ref().filter(|_| t.topic_id.is_nil()).map(|n| n.0.to_string()), t.topic_id)).collect()),
     };
     let allow_create = (version < 4 || req.allow_auto_topic_creation) && shard.config.auto_create_topics;
     if let Some(list) = &requested {

@@ -30,7 +30,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetFetch, 1, 8),
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::ListGroups, 0, 5),
-    (ApiKey::DescribeGroups, 0, 5),
+    // v6 (Kafka 4.0): an unknown group is GROUP_ID_NOT_FOUND (still state Dead) with a message.
+    (ApiKey::DescribeGroups, 0, 6),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::InitProducerId, 0, 4),
     // Admin. DescribeConfigs v0 was removed in Kafka 4.0 (KIP-896); librdkafka asks v1.

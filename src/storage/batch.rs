@@ -301,13 +301,15 @@ fn read_varlong(buf: &[u8]) -> Option<(i64, usize)> {
     None
 }
 
-/// For an uncompressed batch, the offset and timestamp of the first record whose timestamp is
-/// >= `target`. Returns `None` for compressed batches (records are not decoded on the broker) or
-/// malformed ones.
+/// The offset and timestamp of the first record of the batch whose timestamp is >= `target`
+/// (`None`: no such record, or a malformed batch).
 pub fn first_offset_at_or_after(batch: &[u8], target: i64) -> Option<(i64, i64)> {
     let h = parse_header(batch).ok()?;
-    if h.compression() != 0 || h.size > batch.len() {
+    if h.size > batch.len() {
         return None;
+    }
+    if h.compression() != 0 {
+        return first_compressed_at_or_after(&batch[..h.size], target);
     }
     let mut pos = BATCH_HEADER_LEN;
     for _ in 0..h.records_count {
@@ -327,6 +329,14 @@ pub fn first_offset_at_or_after(batch: &[u8], target: i64) -> Option<(i64, i64)>
     None
 }
 
+/// `first_offset_at_or_after` inside a compressed batch: its records are decompressed (as Kafka
+/// does for ListOffsets; only lookups by time pay for it).
+fn first_compressed_at_or_after(batch: &[u8], target: i64) -> Option<(i64, i64)> {
+    let mut buf = bytes::Bytes::copy_from_slice(batch);
+    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).ok()?;
+    set.records.iter().find(|r| r.timestamp >= target).map(|r| (r.offset, r.timestamp))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,6 +346,10 @@ mod tests {
     };
 
     pub(crate) fn encode_batch(n: usize, ts0: i64) -> Vec<u8> {
+        encode_batch_with(n, ts0, Compression::None)
+    }
+
+    fn encode_batch_with(n: usize, ts0: i64, compression: Compression) -> Vec<u8> {
         let records: Vec<Record> = (0..n)
             .map(|i| Record {
                 transactional: false,
@@ -358,7 +372,7 @@ mod tests {
         RecordBatchEncoder::encode(
             &mut buf,
             records.iter(),
-            &RecordEncodeOptions { version: 2, compression: Compression::None },
+            &RecordEncodeOptions { version: 2, compression },
         )
         .unwrap();
         buf.to_vec()
@@ -450,5 +464,17 @@ mod tests {
         assert_eq!(first_offset_at_or_after(&a, 1015), Some((52, 1020)));
         assert_eq!(first_offset_at_or_after(&a, 1040), Some((54, 1040)));
         assert_eq!(first_offset_at_or_after(&a, 1041), None);
+    }
+
+    #[test]
+    fn finds_offset_by_timestamp_inside_a_compressed_batch() {
+        for compression in [Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+            let mut a = encode_batch_with(5, 1000, compression);
+            assign_offsets(&mut a, 50, 0);
+            assert_ne!(parse_header(&a).unwrap().compression(), 0);
+            assert_eq!(first_offset_at_or_after(&a, 1015), Some((52, 1020)), "{compression:?}");
+            assert_eq!(first_offset_at_or_after(&a, 1040), Some((54, 1040)), "{compression:?}");
+            assert_eq!(first_offset_at_or_after(&a, 1041), None, "{compression:?}");
+        }
     }
 }

@@ -600,9 +600,7 @@ impl PartitionLog {
     }
 
     /// The offset and timestamp of the first record with a timestamp >= `ts`, or `None` when
-    /// there is none. Within a compressed batch the answer is the batch's first offset (records
-    /// are not decompressed) with the batch's first timestamp or, when that is earlier than `ts`,
-    /// its maximum timestamp.
+    /// there is none (compressed batches are decompressed to find the record, as Kafka does).
     pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, StorageError> {
         let start = {
             let st = self.state.borrow();
@@ -631,12 +629,21 @@ impl PartitionLog {
         }
     }
 
-    /// The offset of the record with the greatest timestamp and that timestamp (ListOffsets -3).
-    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
-        let st = self.state.borrow();
-        let seg = st.segments.iter().filter(|s| s.next_offset > s.base_offset).max_by_key(|s| s.max_timestamp)?;
-        // Batch granularity: the last offset of the segment holding the maximum.
-        Some((seg.max_timestamp, seg.next_offset - 1))
+    /// The greatest timestamp and the offset of the first record carrying it (ListOffsets -3),
+    /// as Kafka 3.8+ answers (KAFKA-16310): the record, not the last offset of its batch or
+    /// segment. Falls back to the segment's last offset if that record is below the log start.
+    pub async fn max_timestamp(&self) -> Result<Option<(i64, i64)>, StorageError> {
+        let (max, last) = {
+            let st = self.state.borrow();
+            let Some(seg) = st.segments.iter().filter(|s| s.next_offset > s.base_offset).max_by_key(|s| s.max_timestamp) else {
+                return Ok(None);
+            };
+            (seg.max_timestamp, seg.next_offset - 1)
+        };
+        Ok(Some(match self.offset_for_timestamp(max).await? {
+            Some((offset, _)) => (max, offset),
+            None => (max, last),
+        }))
     }
 
     /// The segments the writer is done with: every one but the active segment, once the roll
@@ -1448,6 +1455,29 @@ mod tests {
                 let all = log.read(0, 1 << 20).await.unwrap();
                 assert_eq!(all.chunks.len(), 2);
                 assert_eq!(all.bytes, big.len() + small.len());
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    /// ListOffsets MAX_TIMESTAMP names the record with the greatest timestamp, as Kafka 3.8+, not
+    /// the last offset of the segment holding it.
+    #[test]
+    fn max_timestamp_is_the_first_record_carrying_it() {
+        let (_dir, data) = data_dir_with_probe();
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let probe = glommio::io::DmaFile::open(data.join("probe")).await.unwrap();
+                let _ = probe.read_at(0, 512).await;
+                let log = PartitionLog::open("t", 0, data.join("t-0"), config()).await.unwrap();
+                assert_eq!(log.max_timestamp().await.unwrap(), None);
+                // Timestamps 1000..=1004 at offsets 0..=4, then 1000..=1002 at offsets 5..=7.
+                for (seq, n) in [(0, 5), (5, 3)] {
+                    let info = append(&log, idempotent_batch(9, 0, seq, n)).unwrap();
+                    log.wait_persisted(&info, true).await.unwrap();
+                }
+                assert_eq!(log.max_timestamp().await.unwrap(), Some((1004, 4)));
             })
             .unwrap()
             .join()

@@ -17,6 +17,12 @@ import java.util.stream.Stream;
  * target/release/strand from the repository root) on a free loopback port with a fresh data
  * directory. kill9() / stop() / restart() keep the port and the data. close() stops it and
  * removes the directory (kept when the JVM property strand.keep=true).
+ *
+ * To check that a test asserts Apache Kafka's behaviour, run it against a running Kafka broker
+ * instead: -Dstrand.external.bootstrap=127.0.0.1:PORT (and -Dstrand.external.logdir=DIR, its
+ * log.dirs, for tests that read segment files); start() then launches nothing, the settings
+ * given to start() must be in that broker's own configuration, and kill9/stop/restart are not
+ * available.
  */
 public final class StrandBroker implements AutoCloseable {
     private static final long READY_TIMEOUT_MS = 30_000;
@@ -38,20 +44,25 @@ public final class StrandBroker implements AutoCloseable {
     /** Starts a broker with `--set key=value` for each "key=value" given. */
     public static StrandBroker start(String... keyValues) throws Exception {
         StrandBroker b = new StrandBroker(List.of(keyValues));
-        b.launch();
+        if (EXTERNAL == null) {
+            b.launch();
+        }
         return b;
     }
 
+    /** The bootstrap address of an already running broker to test instead of a Strand process. */
+    private static final String EXTERNAL = System.getProperty("strand.external.bootstrap");
+
     public String bootstrap() {
-        return "127.0.0.1:" + port;
+        return EXTERNAL != null ? EXTERNAL : "127.0.0.1:" + port;
     }
 
     public int port() {
-        return port;
+        return EXTERNAL != null ? Integer.parseInt(EXTERNAL.substring(EXTERNAL.lastIndexOf(':') + 1)) : port;
     }
 
     public Path dataDir() {
-        return root.resolve("data");
+        return EXTERNAL != null ? Path.of(System.getProperty("strand.external.logdir", "/nonexistent")) : root.resolve("data");
     }
 
     public Path logFile() {
@@ -72,6 +83,9 @@ public final class StrandBroker implements AutoCloseable {
     }
 
     private void launch() throws Exception {
+        if (EXTERNAL != null) {
+            throw new UnsupportedOperationException("an external broker (strand.external.bootstrap) is not restarted by tests");
+        }
         starts++;
         Files.createDirectories(dataDir());
         List<String> cmd = new ArrayList<>(List.of(binary(), "serve", "--listen", bootstrap(),
