@@ -65,18 +65,7 @@ connect_alive() {
 
 # stop_connect: SIGTERM (Connect's clean shutdown), SIGKILL after 30 s.
 stop_connect() {
-    [ -n "$CONNECT_PID" ] || return 0
-    kill -TERM "$CONNECT_PID" 2>/dev/null || true
-    local i
-    for i in $(seq 1 300); do
-        kill -0 "$CONNECT_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$CONNECT_PID" 2>/dev/null; then
-        log "connect worker $CONNECT_PID ignored SIGTERM for 30s; SIGKILL"
-        kill -KILL "$CONNECT_PID" 2>/dev/null || true
-    fi
-    wait "$CONNECT_PID" 2>/dev/null || true
+    stop_process "$CONNECT_PID" 30 "connect worker"
     CONNECT_PID=""
 }
 

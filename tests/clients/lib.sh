@@ -57,20 +57,27 @@ print_broker_log() {
     fi
 }
 
-stop_broker() {
-    if [ -n "$BROKER_PID" ] && kill -0 "$BROKER_PID" 2>/dev/null; then
-        kill -TERM "$BROKER_PID" 2>/dev/null || true
-        :
-        for _ in $(seq 1 50); do
-            kill -0 "$BROKER_PID" 2>/dev/null || break
+# stop_process PID SECONDS WHAT: SIGTERM, then SIGKILL if PID is still there after SECONDS;
+# waits for it either way.
+stop_process() {
+    local pid="$1" secs="$2" what="$3"
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        local _
+        for _ in $(seq 1 $((secs * 10))); do
+            kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
         done
-        if kill -0 "$BROKER_PID" 2>/dev/null; then
-            log "broker $BROKER_PID did not stop on SIGTERM within 5s; sending SIGKILL"
-            kill -KILL "$BROKER_PID" 2>/dev/null || true
+        if kill -0 "$pid" 2>/dev/null; then
+            log "$what $pid did not stop on SIGTERM within ${secs}s; sending SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
         fi
-        wait "$BROKER_PID" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
     fi
+}
+
+stop_broker() {
+    stop_process "$BROKER_PID" 5 broker
     BROKER_PID=""
 }
 
