@@ -65,11 +65,10 @@ MIB = 1 << 20
 GIB = 1 << 30
 
 MODES = {
-    # run_s: target seconds of an unthrottled run; sizing_s: cap of the sizing run (then killed: the
-    # rate is its last progress line's; kafka-producer-perf-test prints one every 5 s)
-    "full": dict(run_s=5.0, sizing_s=8.0, sizing_bytes=64 * MIB, max_bytes=4 * GIB, rounds=3, consume_bytes=1 * GIB,
+    # run_s: target seconds of an unthrottled run; sizing runs: see sizing_rate
+    "full": dict(run_s=5.0, sizing_s=8.0, sizing_min_s=2.0, sizing_bytes=64 * MIB, max_bytes=4 * GIB, rounds=3, consume_bytes=1 * GIB,
                  latency_s=10.0, latency_rate=50000, iperf_s=5, fio_s=5, fio_size="1G"),
-    "quick": dict(run_s=1.5, sizing_s=6.0, sizing_bytes=16 * MIB, max_bytes=256 * MIB, rounds=1, consume_bytes=64 * MIB,
+    "quick": dict(run_s=2.0, sizing_s=6.0, sizing_min_s=1.0, sizing_bytes=16 * MIB, max_bytes=256 * MIB, rounds=1, consume_bytes=64 * MIB,
                   latency_s=2.0, latency_rate=20000, iperf_s=2, fio_s=1, fio_size="256M"),
 }
 TUNED = ["batch.size=262144", "linger.ms=5"]
@@ -79,8 +78,8 @@ CLIENT_LABEL = {
     "java-tuned": "kafka-producer-perf-test, batch.size=262144 linger.ms=5",
     "rdkafka": "rdkafka_performance, librdkafka defaults",
     "strand": "strand perf produce, batch.size=262144 linger.ms=5",
-    "java": "kafka-consumer-perf-test",
 }
+CONSUMER_LABEL = {"java": "kafka-consumer-perf-test", "strand": "strand perf consume"}
 
 
 def log(msg):
@@ -131,6 +130,13 @@ def free_port():
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+def listening(port):
+    """Whether something listens on 127.0.0.1:PORT (from /proc/net/tcp, without connecting)."""
+    want = "0100007F:%04X" % port
+    with open("/proc/net/tcp") as f:
+        return any(l.split()[1] == want and l.split()[3] == "0A" for l in list(f)[1:])
 
 
 def cpu_ticks(pid):
@@ -336,14 +342,20 @@ def admin(bootstrap):
 
 
 def create_topic(bootstrap, topic, parts, configs):
-    from confluent_kafka import TopicPartition
-    from confluent_kafka.admin import NewTopic, OffsetSpec
+    from confluent_kafka.admin import NewTopic
     a = admin(bootstrap)
     fs = a.create_topics([NewTopic(topic, parts, 1, config=configs)], operation_timeout=60, request_timeout=60)
     fs[topic].result(timeout=90)
-    # Kafka answers CreateTopics before its partitions can take writes: leaders show in the metadata
-    # a moment before produce stops answering NOT_LEADER_OR_FOLLOWER (strand perf produce does not
-    # retry). ListOffsets answers the same way: wait until it succeeds on every partition.
+    wait_ready(bootstrap, topic, parts, a)
+
+
+def wait_ready(bootstrap, topic, parts, a=None):
+    """Kafka answers CreateTopics, and logs "Kafka Server started", before its partitions take
+    requests: they answer NOT_LEADER_OR_FOLLOWER for a moment (Kafka's clients retry; strand perf
+    does not). ListOffsets answers the same way: wait until it succeeds on every partition."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import OffsetSpec
+    a = a or admin(bootstrap)
     end = time.monotonic() + 60
     while True:
         try:
@@ -529,20 +541,29 @@ def clamp(run, n, size):
 
 
 def sizing_rate(run, case, target, topic):
-    """Records/s of a short run (sizing_bytes, cut at sizing_s: then its last progress line)."""
+    """Records/s from short runs: sizing_bytes first (a quarter for a JVM client, whose first
+    progress line comes after 5 s), cut at sizing_s (then its last progress line counts); a run that
+    ended within sizing_min_s was dominated by start-up (connections, metadata, a cold JIT), so it
+    is repeated with more records."""
     java = case.client.startswith("java")
-    # A JVM client prints its first progress line after 5 s: it gets a smaller run (it should end)
-    # and more time (the JVM's start-up).
     ns = clamp(run, run.m["sizing_bytes"] // (4 if java else 1) // case.size, case.size)
     cap = run.m["sizing_s"] + (6 if java else 0)
-    argv = produce_argv(run, case.client, target.broker.bootstrap, topic, case.size, ns, case.acks)
-    out = run.client(argv, cap, "%s-%s-sizing" % (case.id, target.name))
-    p = parse_produce(case.client, out[1], ns, case.size)
-    if p and p.get("rps"):
-        return p["rps"]
-    log("  sizing run of %s on %s gave no rate (%s): guessing %d records/s" % (
-        case.id, target.name, out[4], ns / run.m["sizing_s"] / 2))
-    return ns / run.m["sizing_s"] / 2
+    rps = None
+    for attempt in range(4):
+        argv = produce_argv(run, case.client, target.broker.bootstrap, topic, case.size, ns, case.acks)
+        out = run.client(argv, cap, "%s-%s-sizing" % (case.id, target.name))
+        p = parse_produce(case.client, out[1], ns, case.size)
+        if not p or not p.get("rps"):
+            break
+        rps = p["rps"]
+        took = ns / rps
+        if p.get("partial") or took >= run.m["sizing_min_s"] or ns >= run.m["max_bytes"] // case.size:
+            return rps
+        ns = clamp(run, ns * min(16.0, 2.5 * run.m["sizing_min_s"] / max(took, 1e-3)), case.size)
+    if rps:
+        return rps
+    log("  sizing run of %s on %s gave no rate (%s): guessing %d records/s" % (case.id, target.name, out[4], ns / cap / 2))
+    return ns / cap / 2
 
 
 def produce_case(run, case, target, rnd):
@@ -609,7 +630,7 @@ def consume_cases(run, cases, target):
                 if phase == "cold":
                     b.restart()
                     dropped = drop_caches()
-                    b.sample_hwm()
+                    wait_ready(b.bootstrap, topic, parts)
                 mres = run.metered(target, consume_argv(run, c.client, b.bootstrap, topic, n), 600,
                                    "%s-%s-%s" % (c.id, target.name, phase))
                 r = parse_consume(c.client, mres.pop("text"), n)
@@ -649,7 +670,8 @@ def ceilings(run):
         srv = subprocess.Popen(["iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", str(port)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, 10, "iperf3 server")
+            # Not by connecting: iperf3 -s -1 would take that connection as its one test.
+            wait_for(lambda: listening(port), 10, "iperf3 server")
         except SetupError:
             pass
         rc, text, _, _, _ = run.client(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-l", "1M", "-t",
@@ -805,7 +827,7 @@ def report(run, cases, targets, ceil, elapsed):
                     m[t] = "failed" if rs and rs[0].get("error") else ("%.0f" % rs[0]["mibs"] if rs else "")
                     cp[t] = "%.2f" % per_gib(rs[0]) if rs and not rs[0].get("error") else ""
                 num = lambda s: float(s) if s not in ("", "failed") else None
-                add("| %s | %s | %s | %s | %s |" % (CLIENT_LABEL.get(client, "strand perf consume"), phase,
+                add("| %s | %s | %s | %s | %s |" % (CONSUMER_LABEL[client], phase,
                                                     " | ".join(m[t] for t in ct), ratio(num(m.get("strand", "")), num(m.get("kafka", ""))),
                                                     " | ".join(cp[t] for t in ct)))
         add("")
