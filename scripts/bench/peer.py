@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
 """Strand against Apache Kafka, the benchmark peer: same machine, same disk, same clients, alternated.
 
-    python3 scripts/bench/peer.py [--quick] [--cases PATTERNS] [--targets LIST] [--out FILE]
-                                  [--data-dir DIR] [--no-ceilings]
+    python3 scripts/bench/peer.py [--quick] [--cases PATTERNS] [--targets LIST] [--rounds N]
+                                  [--out FILE] [--data-dir DIR] [--no-ceilings] [--list]
+    python3 scripts/bench/peer.py --report-from target/bench-logs/peer-.../results.json [--out FILE]
     bash scripts/bench.sh --peer [same options]
 
+Full run: every case below, ~20-25 min on 2 cores. --quick: a few 1 KiB 16-partition cases with
+short runs (a smoke test, ~3 min).
+
 One run starts a single-node KRaft Apache Kafka 4.1.2 (the jars scripts/install-kafka.sh caches;
-Kafka's defaults, heap -Xmx1G -Xms1G as kafka-server-start.sh sets it) and the Strand release
+Kafka's defaults; the JVM flags kafka-server-start.sh sets: -Xmx1G -Xms1G, G1 with
+MaxGCPauseMillis=20) and the Strand release
 broker, each on a fresh data directory on the same disk (default target/bench-data), and runs every
 case against each target in turn, alternating which goes first round by round. Targets:
 
@@ -28,9 +33,9 @@ Cases (ids for --cases, shell-style patterns, comma-separated, e.g. 'produce/jav
                consumed from the tail, then cold (broker restarted, page cache dropped) per client:
                java (kafka-consumer-perf-test) and strand (strand perf consume)
 
-Each produce run is sized from a short sizing run (then from the previous round) to last about
-RUN_SECONDS; the default-settings cases (java-default) run ROUNDS rounds and report the median
-and the spread. Broker CPU is utime+stime of the broker process (/proc/PID/stat) during the client's
+Each produce run is sized from short sizing runs (then from the previous round) to last about 4 s
+(--quick: 2 s); the default-settings cases (java-default) run 3 rounds (--rounds) and report the
+median and the spread. Broker CPU is utime+stime of the broker process (/proc/PID/stat) during the client's
 run, per GiB of payload; memory is VmHWM/VmRSS of the broker processes. Dirty pages are synced
 between runs (not timed), so one target's writeback does not land in the other's run.
 
@@ -66,7 +71,7 @@ GIB = 1 << 30
 
 MODES = {
     # run_s: target seconds of an unthrottled run; sizing runs: see sizing_rate
-    "full": dict(run_s=5.0, sizing_s=8.0, sizing_min_s=2.0, sizing_bytes=64 * MIB, max_bytes=4 * GIB, rounds=3, consume_bytes=1 * GIB,
+    "full": dict(run_s=4.0, sizing_s=8.0, sizing_min_s=2.0, sizing_bytes=64 * MIB, max_bytes=4 * GIB, rounds=3, consume_bytes=1 * GIB,
                  latency_s=10.0, latency_rate=50000, iperf_s=5, fio_s=5, fio_size="1G"),
     "quick": dict(run_s=2.0, sizing_s=6.0, sizing_min_s=1.0, sizing_bytes=16 * MIB, max_bytes=256 * MIB, rounds=1, consume_bytes=64 * MIB,
                   latency_s=2.0, latency_rate=20000, iperf_s=2, fio_s=1, fio_size="256M"),
