@@ -552,6 +552,9 @@ def sizing_rate(run, case, target, topic):
     is repeated with more records."""
     java = case.client.startswith("java")
     ns = clamp(run, run.m["sizing_bytes"] // (4 if java else 1) // case.size, case.size)
+    known = [r for (cid, _), r in run.rates.items() if cid == case.id]
+    if known:  # the same case on another target: start from its rate
+        ns = clamp(run, max(known) * run.m["sizing_min_s"] * 1.25, case.size)
     cap = run.m["sizing_s"] + (6 if java else 0)
     rps = None
     for attempt in range(4):
