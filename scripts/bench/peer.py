@@ -1033,10 +1033,14 @@ def run_all(run, args, cases):
                     b.sample_hwm()
     run.produce_rss = {b.name: b.rss_kib() for b in run.brokers}
     cons = [c for c in cases if c.kind == "consume"]
-    if cons:
-        for t in targets:
-            if t.applies(cons[0]):
+    for t in targets:
+        if cons and t.applies(cons[0]):
+            try:
                 run.results.extend(consume_cases(run, cons, t))
+            except Exception as e:  # e.g. the broker did not come back after the restart
+                run.results.extend(dict(case=c.id, kind="consume", client=c.client, size=c.size, parts=c.parts,
+                                        target=t.name, phase="cold", round=1, error=str(e)) for c in cons)
+                log("  consume on %s: FAILED %s" % (t.name, e))
     run.final_rss = {b.name: b.rss_kib() for b in run.brokers}
     for b in run.brokers:
         b.sample_hwm()
