@@ -34,8 +34,8 @@ Cases (ids for --cases, shell-style patterns, comma-separated, e.g. 'produce/jav
                java (kafka-consumer-perf-test) and strand (strand perf consume)
 
 Each produce run is sized from short sizing runs (then from the previous round) to last about 4 s
-(--quick: 2 s); the default-settings cases (java-default) run 3 rounds (--rounds) and report the
-median and the spread. Broker CPU is utime+stime of the broker process (/proc/PID/stat) during the client's
+(--quick: 2 s); the default-settings cases (java-default) and the consume cases run 3 rounds
+(--rounds), the brokers alternated, and report the median and the spread. Broker CPU is utime+stime of the broker process (/proc/PID/stat) during the client's
 run, per GiB of payload; memory is VmHWM/VmRSS of the broker processes. Dirty pages are synced
 between runs (not timed), so one target's writeback does not land in the other's run.
 
@@ -119,7 +119,7 @@ def all_cases(mode):
     for client in ("java", "rdkafka", "strand"):
         cases.append(Case("latency", client, 1024, "all", 16))
     for client in ("java", "strand"):
-        cases.append(Case("consume", client, 1024, None, 16))
+        cases.append(Case("consume", client, 1024, None, 16, rounds))
     return cases
 
 
@@ -613,47 +613,75 @@ def produce_case(run, case, target, rnd):
     return res
 
 
-def consume_cases(run, cases, target):
-    """One data set per target (size, partitions), consumed from the tail, then cold, by each client."""
+def consume_data(run, target, size, parts):
+    """Produces the data set of the consume cases on a target (strand perf produce, acks=1); -> topic, records."""
+    b = target.broker
+    n = run.m["consume_bytes"] // size
+    topic = "consume-%d-p%d" % (size, parts)
+    create_topic(b.bootstrap, topic, parts, target.topic_configs)
+    log("%s: produce %d records of %d B to %s (strand perf produce, acks=1)" % (target.name, n, size, topic))
+    rc, text, _, _, path = run.client(produce_argv(run, "strand", b.bootstrap, topic, size, n, "1"), 600,
+                                      "consume-data-" + target.name)
+    p = parse_produce("strand", text, n, size)
+    if rc != 0 or not p or "failed" in p:
+        raise RuntimeError("producing the data set failed, see %s" % path)
+    return topic, n
+
+
+def consume_once(run, case, target, topic, n, phase, rnd):
+    """One consumer run; cold: the broker restarted and the page cache dropped first."""
+    b = target.broker
+    res = dict(case=case.id, kind="consume", client=case.client, size=case.size, parts=case.parts,
+               target=target.name, phase=phase, round=rnd)
+    try:
+        if phase == "cold":
+            b.restart()
+            res["dropped"] = drop_caches()
+            wait_ready(b.bootstrap, topic, case.parts)
+        mres = run.metered(target, consume_argv(run, case.client, b.bootstrap, topic, n), 600,
+                           "%s-%s-%s-r%d" % (case.id, target.name, phase, rnd))
+        r = parse_consume(case.client, mres.pop("text"), n)
+        res.update(mres)
+        if mres["rc"] != 0 or not r:
+            res["error"] = "exit %s, see %s" % (mres["rc"], mres["log"])
+        else:
+            res.update(r)
+            if "failed" in r:
+                res["error"] = r.pop("failed")
+            res["bytes"] = n * case.size
+    except Exception as e:  # e.g. the broker did not come back after the restart
+        res["error"] = str(e)
+    log_result(res)
+    return res
+
+
+def consume_cases(run, cases, targets):
+    """A data set per target and (size, partitions), then rounds of tail reads by each client,
+    targets alternated, then rounds of cold reads (each after a restart and a dropped page cache).
+    The consume cases take the rounds of the default-settings cases: kafka-consumer-perf-test is one."""
     out = []
+    targets = [t for t in targets if t.applies(cases[0])]
     groups = {}
     for c in cases:
         groups.setdefault((c.size, c.parts), []).append(c)
+    rounds = max(c.rounds for c in cases)
     for (size, parts), cs in groups.items():
-        b = target.broker
-        n = run.m["consume_bytes"] // size
-        topic = "consume-%d-p%d" % (size, parts)
-        create_topic(b.bootstrap, topic, parts, target.topic_configs)
-        log("%s: produce %d records of %d B to %s (strand perf produce, acks=1)" % (target.name, n, size, topic))
-        rc, text, _, _, path = run.client(produce_argv(run, "strand", b.bootstrap, topic, size, n, "1"), 600, "consume-data-" + target.name)
-        p = parse_produce("strand", text, n, size)
-        if rc != 0 or not p or "failed" in p:
-            for c in cs:
-                out.append(dict(case=c.id, kind="consume", client=c.client, size=size, parts=parts, target=target.name,
-                                phase="tail", round=1, error="producing the data set failed, see %s" % path))
-            continue
+        data = {}
+        for t in targets:
+            try:
+                data[t.name] = consume_data(run, t, size, parts)
+            except Exception as e:
+                log("  consume data on %s: FAILED %s" % (t.name, e))
+                out.extend(dict(case=c.id, kind="consume", client=c.client, size=size, parts=parts, target=t.name,
+                                phase="tail", round=1, error=str(e)) for c in cs)
         for phase in ("tail", "cold"):
-            for c in cs:
-                dropped = None
-                if phase == "cold":
-                    b.restart()
-                    dropped = drop_caches()
-                    wait_ready(b.bootstrap, topic, parts)
-                mres = run.metered(target, consume_argv(run, c.client, b.bootstrap, topic, n), 600,
-                                   "%s-%s-%s" % (c.id, target.name, phase))
-                r = parse_consume(c.client, mres.pop("text"), n)
-                res = dict(case=c.id, kind="consume", client=c.client, size=size, parts=parts, target=target.name,
-                           phase=phase, round=1, dropped=dropped, **mres)
-                if mres["rc"] != 0 or not r:
-                    res["error"] = "exit %s, see %s" % (mres["rc"], mres["log"])
-                else:
-                    res.update(r)
-                    if "failed" in r:
-                        res["error"] = r.pop("failed")
-                    res["bytes"] = n * size
-                out.append(res)
-                log_result(res)
-        delete_topic(b.bootstrap, topic)
+            for rnd in range(1, rounds + 1):
+                for t in order(targets, rnd):
+                    if t.name in data:
+                        out.extend(consume_once(run, c, t, *data[t.name], phase, rnd) for c in cs if c.rounds >= rnd)
+        for t in targets:
+            if t.name in data:
+                delete_topic(t.broker.bootstrap, data[t.name][0])
     return out
 
 
@@ -852,7 +880,8 @@ def report(F):
         add("### Consume %d MiB of 1 KiB records, 16 partitions: from the tail, and cold (broker restarted, page cache dropped)"
             % (m["consume_bytes"] >> 20))
         add("")
-        add("The data set was produced by strand perf produce (acks=1) right before; fetch-phase MiB/s as the tools print it.")
+        add("The data set was produced by strand perf produce (acks=1) before the reads; fetch-phase MiB/s as the tools "
+            "print them. Rounds alternate the brokers: median (min-max).")
         add("")
         add("| consumer | phase | " + " | ".join("%s MiB/s" % t for t in tnames if t != "kafka-fsync") + " | Strand/Kafka | "
             + " | ".join("%s CPU s/GiB" % t for t in tnames if t != "kafka-fsync") + " |")
@@ -860,15 +889,15 @@ def report(F):
         add("|" + " --- |" * 2 + " ---: |" * (2 * len(ct) + 1))
         for client in sorted({r["client"] for r in cons}):
             for phase in ("tail", "cold"):
-                m, cp = {}, {}
+                mibs, cells, cpus = {}, [], []
                 for t in ct:
-                    rs = [r for r in cons if r["client"] == client and r["phase"] == phase and r["target"] == t]
-                    m[t] = "failed" if rs and rs[0].get("error") else ("%.0f" % rs[0]["mibs"] if rs else "")
-                    cp[t] = "%.2f" % per_gib(rs[0]) if rs and not rs[0].get("error") else ""
-                num = lambda s: float(s) if s not in ("", "failed") else None
-                add("| %s | %s | %s | %s | %s |" % (CONSUMER_LABEL[client], phase,
-                                                    " | ".join(m[t] for t in ct), ratio(num(m.get("strand", "")), num(m.get("kafka", ""))),
-                                                    " | ".join(cp[t] for t in ct)))
+                    tried = [r for r in cons if r["client"] == client and r["phase"] == phase and r["target"] == t]
+                    good = [r for r in tried if not r.get("error")]
+                    mibs[t] = med([r["mibs"] for r in good])
+                    cells.append(spread([r["mibs"] for r in good]) if good else ("failed" if tried else ""))
+                    cpus.append(spread([per_gib(r) for r in good], "%.2f") if good else "")
+                add("| %s | %s | %s | %s | %s |" % (CONSUMER_LABEL[client], phase, " | ".join(cells),
+                                                    ratio(mibs.get("strand"), mibs.get("kafka")), " | ".join(cpus)))
         add("")
     add("### Broker memory")
     add("")
@@ -942,7 +971,7 @@ def select_cases(args, mode):
     chosen = [c for c in cases if any(fnmatch.fnmatchcase(c.id, p.strip()) for p in pats)]
     if args.rounds:
         for c in chosen:
-            if c.client == "java-default":
+            if c.client == "java-default" or c.kind == "consume":
                 c.rounds = args.rounds
     return chosen
 
@@ -1033,14 +1062,8 @@ def run_all(run, args, cases):
                     b.sample_hwm()
     run.produce_rss = {b.name: b.rss_kib() for b in run.brokers}
     cons = [c for c in cases if c.kind == "consume"]
-    for t in targets:
-        if cons and t.applies(cons[0]):
-            try:
-                run.results.extend(consume_cases(run, cons, t))
-            except Exception as e:  # e.g. the broker did not come back after the restart
-                run.results.extend(dict(case=c.id, kind="consume", client=c.client, size=c.size, parts=c.parts,
-                                        target=t.name, phase="cold", round=1, error=str(e)) for c in cons)
-                log("  consume on %s: FAILED %s" % (t.name, e))
+    if cons:
+        run.results.extend(consume_cases(run, cons, targets))
     run.final_rss = {b.name: b.rss_kib() for b in run.brokers}
     for b in run.brokers:
         b.sample_hwm()
