@@ -37,7 +37,9 @@ Each produce run is sized from short sizing runs (then from the previous round) 
 (--quick: 2 s); the default-settings cases (java-default) and the consume cases run 3 rounds
 (--rounds), the brokers alternated, and report the median and the spread. Broker CPU is utime+stime of the broker process (/proc/PID/stat) during the client's
 run, per GiB of payload; memory is VmHWM/VmRSS of the broker processes. Dirty pages are synced
-between runs (not timed), so one target's writeback does not land in the other's run.
+between runs (not timed), so one target's writeback does not land in the other's run. Each broker
+gets an unmeasured warm-up (strand perf produce and consume on another topic) after each start,
+the restarts before the cold reads included (the page cache is dropped after it).
 
 Writes the section between <!-- peer:begin --> and <!-- peer:end --> of BENCHMARKS.md (or --out);
 logs, commands and results.json go to target/bench-logs/peer-<timestamp>/.
@@ -618,6 +620,17 @@ def produce_case(run, case, target, rnd):
     return res
 
 
+def warm_up(run, broker, times=4):
+    """Not measured: a JVM broker just started still interprets and compiles its hot paths, which
+    would land in the first case. Produce and consume some data on a throw-away topic first."""
+    topic, size = "warm-up", 1024
+    n = times * run.m["sizing_bytes"] // size
+    create_topic(broker.bootstrap, topic, 16, {})
+    run.client(produce_argv(run, "strand", broker.bootstrap, topic, size, n, "1"), 300, "warm-up-produce-" + broker.name)
+    run.client(consume_argv(run, "strand", broker.bootstrap, topic, n), 300, "warm-up-consume-" + broker.name)
+    delete_topic(broker.bootstrap, topic)
+
+
 def consume_data(run, target, size, parts):
     """Produces the data set of the consume cases on a target (strand perf produce, acks=1); -> topic, records."""
     b = target.broker
@@ -641,6 +654,7 @@ def consume_once(run, case, target, topic, n, phase, rnd):
     try:
         if phase == "cold":
             b.restart()
+            warm_up(run, b, 2)  # a JVM restarts cold: warm it on another topic, then drop that too
             res["dropped"] = drop_caches()
             wait_ready(b.bootstrap, topic, case.parts)
         mres = run.metered(target, consume_argv(run, case.client, b.bootstrap, topic, n), 600,
@@ -1134,6 +1148,8 @@ def run_all(run, args, cases):
         log("starting %s" % b.name)
         b.start()
         log("  %s on %s (pid %d)" % (b.name, b.bootstrap, b.proc.pid))
+    for b in run.brokers:
+        warm_up(run, b)
     runs = [c for c in cases if c.kind != "consume"]
     for rnd in range(1, max([c.rounds for c in runs] or [1]) + 1):
         for c in runs:
