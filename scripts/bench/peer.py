@@ -53,6 +53,7 @@ metering already sums the CPU of every pid a broker reports.
 import argparse
 import base64
 import fnmatch
+import gc
 import json
 import os
 import re
@@ -258,6 +259,7 @@ class Broker:
             self.proc.wait()
 
     def restart(self):
+        close_admins(self.bootstrap)  # a client from before the restart holds stale leader epochs
         self.stop()
         self.start(fresh=False)
 
@@ -340,12 +342,25 @@ class Target:
 
 
 # --- admin (topics) ------------------------------------------------------------------------------
+_ADMINS = {}
+
+
 def admin(bootstrap):
-    """A fresh AdminClient per operation: a long-lived one keeps asking for the metadata of the
-    topics it saw, and a producer-type librdkafka handle allows auto-creation, so deleted topics
-    would come back (with 1 partition) after a broker restart."""
+    """One AdminClient per broker for the run. Topic auto-creation off: a producer-type librdkafka
+    handle allows it by default, and its metadata refreshes would bring deleted topics back (with
+    1 partition) after a broker restart."""
     from confluent_kafka.admin import AdminClient
-    return AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
+    if bootstrap not in _ADMINS:
+        _ADMINS[bootstrap] = AdminClient({"bootstrap.servers": bootstrap, "allow.auto.create.topics": False,
+                                          "log_level": 3})
+    return _ADMINS[bootstrap]
+
+
+def close_admins(bootstrap=None):
+    """Before a broker stops: otherwise the handles log reconnection failures meanwhile."""
+    for b in [bootstrap] if bootstrap else list(_ADMINS):
+        _ADMINS.pop(b, None)
+    gc.collect()
 
 
 def create_topic(bootstrap, topic, parts, configs):
@@ -1108,6 +1123,7 @@ def main(argv):
         print("peer: ERROR: %s" % e, file=sys.stderr)
         return 2
     finally:
+        close_admins()
         for b in run.brokers:
             b.kill()
         shutil.rmtree(run.data_root, ignore_errors=True)
