@@ -52,6 +52,7 @@ metering already sums the CPU of every pid a broker reports.
 """
 import argparse
 import base64
+import contextlib
 import fnmatch
 import gc
 import json
@@ -259,7 +260,6 @@ class Broker:
             self.proc.wait()
 
     def restart(self):
-        close_admins(self.bootstrap)  # a client from before the restart holds stale leader epochs
         self.stop()
         self.start(fresh=False)
 
@@ -342,61 +342,58 @@ class Target:
 
 
 # --- admin (topics) ------------------------------------------------------------------------------
-_ADMINS = {}
-
-
+@contextlib.contextmanager
 def admin(bootstrap):
-    """One AdminClient per broker for the run. Topic auto-creation off: a producer-type librdkafka
-    handle allows it by default, and its metadata refreshes would bring deleted topics back (with
-    1 partition) after a broker restart."""
+    """A fresh AdminClient per topic operation, destroyed after it: a long-lived one keeps stale
+    metadata (no leaders for a topic created after it looked, old leader epochs after a restart).
+    Topic auto-creation off: a producer-type librdkafka handle allows it by default."""
     from confluent_kafka.admin import AdminClient
-    if bootstrap not in _ADMINS:
-        _ADMINS[bootstrap] = AdminClient({"bootstrap.servers": bootstrap, "allow.auto.create.topics": False,
-                                          "log_level": 3})
-    return _ADMINS[bootstrap]
-
-
-def close_admins(bootstrap=None):
-    """Before a broker stops: otherwise the handles log reconnection failures meanwhile."""
-    for b in [bootstrap] if bootstrap else list(_ADMINS):
-        _ADMINS.pop(b, None)
-    gc.collect()
+    a = AdminClient({"bootstrap.servers": bootstrap, "allow.auto.create.topics": False, "log_level": 3})
+    try:
+        yield a
+    finally:
+        del a
+        gc.collect()  # futures keep the handle in reference cycles; its threads and sockets go now
 
 
 def create_topic(bootstrap, topic, parts, configs):
     from confluent_kafka.admin import NewTopic
-    a = admin(bootstrap)
-    fs = a.create_topics([NewTopic(topic, parts, 1, config=configs)], operation_timeout=60, request_timeout=60)
-    fs[topic].result(timeout=90)
-    wait_ready(bootstrap, topic, parts, a)
+    with admin(bootstrap) as a:
+        fs = a.create_topics([NewTopic(topic, parts, 1, config=configs)], operation_timeout=60, request_timeout=60)
+        fs[topic].result(timeout=90)
+        del fs
+    wait_ready(bootstrap, topic, parts)
 
 
-def wait_ready(bootstrap, topic, parts, a=None):
+def wait_ready(bootstrap, topic, parts):
     """Kafka answers CreateTopics, and logs "Kafka Server started", before its partitions take
     requests: they answer NOT_LEADER_OR_FOLLOWER for a moment (Kafka's clients retry; strand perf
     does not). ListOffsets answers the same way: wait until it succeeds on every partition."""
     from confluent_kafka import TopicPartition
     from confluent_kafka.admin import OffsetSpec
-    a = a or admin(bootstrap)
     end = time.monotonic() + 60
     while True:
         try:
-            fs = a.list_offsets({TopicPartition(topic, p): OffsetSpec.latest() for p in range(parts)}, request_timeout=10)
-            for f in fs.values():
-                f.result(timeout=15)
+            with admin(bootstrap) as a:
+                fs = a.list_offsets({TopicPartition(topic, p): OffsetSpec.latest() for p in range(parts)}, request_timeout=10)
+                for f in fs.values():
+                    f.result(timeout=15)
+                del fs
             return
         except Exception as e:
             if time.monotonic() > end:
                 raise RuntimeError("topic %s: ListOffsets still failing after 60 s: %s" % (topic, e))
-            time.sleep(0.1)
+            time.sleep(0.2)
 
 
 def delete_topic(bootstrap, topic):
-    a = admin(bootstrap)
-    try:
-        a.delete_topics([topic], operation_timeout=60, request_timeout=60)[topic].result(timeout=90)
-    except Exception as e:  # the data is deleted with the run's directory anyway
-        log("  (delete %s: %s)" % (topic, e))
+    with admin(bootstrap) as a:
+        try:
+            fs = a.delete_topics([topic], operation_timeout=60, request_timeout=60)
+            fs[topic].result(timeout=90)
+            del fs
+        except Exception as e:  # the data is deleted with the run's directory anyway
+            log("  (delete %s: %s)" % (topic, e))
 
 
 # --- clients -------------------------------------------------------------------------------------
@@ -1123,7 +1120,6 @@ def main(argv):
         print("peer: ERROR: %s" % e, file=sys.stderr)
         return 2
     finally:
-        close_admins()
         for b in run.brokers:
             b.kill()
         shutil.rmtree(run.data_root, ignore_errors=True)
