@@ -75,7 +75,7 @@ GIB = 1 << 30
 
 MODES = {
     # run_s: target seconds of an unthrottled run; sizing runs: see sizing_rate
-    "full": dict(run_s=4.0, sizing_s=8.0, sizing_min_s=2.0, sizing_bytes=64 * MIB, max_bytes=4 * GIB, rounds=3, consume_bytes=1 * GIB,
+    "full": dict(run_s=4.0, sizing_s=8.0, sizing_min_s=1.5, sizing_bytes=64 * MIB, max_bytes=4 * GIB, rounds=3, consume_bytes=1 * GIB,
                  latency_s=10.0, latency_rate=50000, iperf_s=5, fio_s=5, fio_size="1G"),
     "quick": dict(run_s=2.0, sizing_s=6.0, sizing_min_s=1.5, sizing_bytes=16 * MIB, max_bytes=256 * MIB, rounds=1, consume_bytes=64 * MIB,
                   latency_s=2.0, latency_rate=20000, iperf_s=2, fio_s=1, fio_size="256M"),
