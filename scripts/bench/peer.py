@@ -89,6 +89,7 @@ CLIENT_LABEL = {
     "strand": "strand perf produce, batch.size=262144 linger.ms=5",
 }
 CONSUMER_LABEL = {"java": "kafka-consumer-perf-test", "strand": "strand perf consume"}
+LATENCY_LABEL = {"java": "kafka-producer-perf-test", "rdkafka": "rdkafka_performance", "strand": "strand perf produce"}
 
 
 def log(msg):
@@ -949,10 +950,10 @@ def report_latency(F, cases):
             for t in tnames:
                 for r in [r for r in R if r["case"] == c.id and r["target"] == t]:
                     if r.get("error"):
-                        add("| %s | %s | failed | | | | | |" % (c.client, t))
+                        add("| %s | %s | failed | | | | | |" % (LATENCY_LABEL[c.client], t))
                         continue
                     add("| %s | %s | %.0f | %s | %s | %s | %.2f | %s |" % (
-                        c.client if c.client != "java" else "kafka-producer-perf-test", t, r["rps"],
+                        LATENCY_LABEL[c.client], t, r["rps"],
                         *("%.2f" % r[k] if r.get(k) is not None else "-" for k in ("p50", "p99", "p999")),
                         per_gib(r), "%.0f" % (1e6 * r["bcpu"] / r["requests"]) if r.get("requests") else "-"))
         add("")
