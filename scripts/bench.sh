@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# End-to-end benchmark of Strand: one command, results into BENCHMARKS.md.
+# End-to-end benchmark of Strand against this machine's ceilings: one command, results into
+# docs/benchmarks-strand.md (the detailed tables; BENCHMARKS.md carries the Strand vs Kafka page).
 #
 #   bash scripts/bench.sh [--quick] [--out FILE] [--data-dir DIR] [--no-rdkafka] [--no-install]
+#   bash scripts/bench.sh --peer [--quick] [--cases PATTERNS] ...   Strand against Apache Kafka
+#                          (scripts/bench/peer.py; its options: --peer --help)
 #
 # In one run it
 #   1. measures this machine's ceilings: loopback TCP throughput (iperf3, 1 MiB writes, one stream;
@@ -21,8 +24,8 @@
 #   7. produce and consume together (issue 6's CPU target is per GiB produced and consumed): a
 #      fresh broker with its default tail cache, a warm-up that fills it, then a consumer tails a
 #      topic while 1 KiB records are produced to it (acks=1, 8 partitions); broker CPU per GiB;
-#   8. writes the tables between <!-- bench:begin --> and <!-- bench:end --> of BENCHMARKS.md
-#      (or --out FILE), with the date, the machine, the load average and every command run.
+#   8. writes the tables between <!-- bench:begin --> and <!-- bench:end --> of
+#      docs/benchmarks-strand.md (or --out FILE), with the date, the machine, the load average and every command run.
 #
 # The machine may be shared: before each case the script waits (up to QUIET_WAIT s) for other work
 # to use under half a core, and every row reports the CPU other processes used during its run.
@@ -31,7 +34,8 @@
 #
 # Options:
 #   --quick        a few cases, short runs (smoke test, ~1 minute plus a first rdkafka build)
-#   --out FILE     write the results section into FILE instead of BENCHMARKS.md (created if missing)
+#   --out FILE     write the results section into FILE instead of docs/benchmarks-strand.md (created
+#                  if missing)
 #   --data-dir DIR where the brokers' data directories and the fio file go (default
 #                  target/bench-data; must be a real disk filesystem, not tmpfs)
 #   --no-rdkafka   skip building and running rdkafka_performance
@@ -45,10 +49,16 @@
 set -uo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-USAGE="usage: bash scripts/bench.sh [--quick] [--out FILE] [--data-dir DIR] [--no-rdkafka] [--no-install]"
+USAGE="usage: bash scripts/bench.sh [--quick] [--out FILE] [--data-dir DIR] [--no-rdkafka] [--no-install] | --peer [peer.py options]"
+
+# --peer: Strand against Apache Kafka (scripts/bench/peer.py, which takes the remaining options).
+if [ "${1:-}" = --peer ]; then
+    shift
+    exec python3 "$REPO/scripts/bench/peer.py" "$@"
+fi
 
 MODE=full
-OUT_FILE="$REPO/BENCHMARKS.md"
+OUT_FILE="$REPO/docs/benchmarks-strand.md"
 DATA_ROOT="$REPO/target/bench-data"
 RDKAFKA=1
 INSTALL=1
@@ -635,48 +645,17 @@ pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (b <= 0) print "-"; else printf "%.0
 # --- 2. rdkafka_performance -------------------------------------------------------------------
 RK_BIN=""
 RK_NOTE=""
-build_rdkafka() {
-    local src ver want dest bin
-    want="$(awk '/^name = "rdkafka-sys"/ { getline; gsub(/"/, "", $3); print $3; exit }' "$REPO/Cargo.lock" 2>/dev/null)"
-    src=""
-    if [ -n "$want" ]; then
-        src="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"rdkafka-sys-$want"/librdkafka 2>/dev/null | head -n 1)"
-    fi
-    [ -n "$src" ] || src="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/rdkafka-sys-*/librdkafka 2>/dev/null | sort -V | tail -n 1)"
-    if [ -z "$src" ] && command -v cargo >/dev/null 2>&1; then
-        say "  rdkafka-sys sources not in the cargo registry: cargo fetch"
-        (cd "$REPO" && cargo fetch >>"$LOG_DIR/rdkafka-build.log" 2>&1)
-        src="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/rdkafka-sys-*/librdkafka 2>/dev/null | sort -V | tail -n 1)"
-    fi
-    [ -n "$src" ] || { RK_NOTE="the librdkafka sources vendored by rdkafka-sys were not found under ~/.cargo/registry/src"; return 1; }
-    ver="$(basename "$(dirname "$src")")"
-    dest="$REPO/target/bench-rdkafka"
-    bin="$dest/rdkafka_performance-$ver"
-    if [ -x "$bin" ]; then
-        RK_BIN="$bin"
-        RK_NOTE="librdkafka from $ver (cached build)"
-        return 0
-    fi
+build_rdkafka() { # scripts/bench/build-rdkafka.sh: builds once, cached in target/bench-rdkafka/
+    local out t
     for t in cc make; do
         command -v "$t" >/dev/null 2>&1 || apt_install build-essential || { RK_NOTE="no C compiler/make"; return 1; }
     done
-    say "  building rdkafka_performance from $ver (once; cached in $dest)"
-    rm -rf "$dest/$ver"
-    mkdir -p "$dest"
-    cp -a "$src" "$dest/$ver" || { RK_NOTE="cannot copy $src"; return 1; }
-    # Only what is installed: no network, no optional dependencies (they do not matter for an
-    # uncompressed, plaintext benchmark).
-    if ! (cd "$dest/$ver" &&
-        ./configure --disable-gssapi --disable-curl --disable-ssl --disable-zstd --disable-lz4-ext \
-            >>"$LOG_DIR/rdkafka-build.log" 2>&1 &&
-        make -j"$CORES" -C src librdkafka.a >>"$LOG_DIR/rdkafka-build.log" 2>&1 &&
-        make -C examples rdkafka_performance >>"$LOG_DIR/rdkafka-build.log" 2>&1); then
-        RK_NOTE="the build failed, see $LOG_DIR/rdkafka-build.log"
+    out="$(bash "$REPO/scripts/bench/build-rdkafka.sh" "$LOG_DIR/rdkafka-build.log" 2>"$LOG_DIR/rdkafka-build.err")" || {
+        RK_NOTE="$(tail -n 1 "$LOG_DIR/rdkafka-build.err")"
         return 1
-    fi
-    cp "$dest/$ver/examples/rdkafka_performance" "$bin" || { RK_NOTE="no binary after the build"; return 1; }
-    RK_BIN="$bin"
-    RK_NOTE="librdkafka from $ver (built now)"
+    }
+    RK_BIN="$(tail -n 1 <<<"$out")"
+    RK_NOTE="librdkafka from $(basename "$RK_BIN" | sed 's/^rdkafka_performance-//')"
 }
 if [ "$RDKAFKA" = 1 ]; then
     say "rdkafka_performance"
@@ -1014,7 +993,7 @@ SECTION="$LOG_DIR/section.md"
     c="$(awk -F'\t' '$8 == "ok" && $9 == "main" { printf "%s%.2f", sep, $5 / ($2 * 1024 / 1073741824); sep = ", " }' "$LOG_DIR/together.tsv")"
     cb="$(awk -F'\t' '$8 == "ok" && $9 == "before" { printf "%s%.2f", sep, $5 / ($2 * 1024 / 1073741824); sep = ", " }' "$LOG_DIR/together.tsv")"
     [ -z "$cb" ] || c="$c (STRAND_BEFORE_BIN, alternated: $cb)"
-    echo "| broker CPU per GiB produced and consumed, 1 KiB, acks=1, 8 partitions, a consumer tailing the producer (report; issue 6: -30% against 1.36 s/GiB before it, BENCHMARKS.md \"Session 6\") | ${c:-not measured} s/GiB | |"
+    echo "| broker CPU per GiB produced and consumed, 1 KiB, acks=1, 8 partitions, a consumer tailing the producer (report; issue 6: -30% against 1.36 s/GiB before it, docs/benchmarks-history.md \"Session 6\") | ${c:-not measured} s/GiB | |"
     echo
 
     echo "### Produce"
@@ -1115,9 +1094,10 @@ SECTION="$LOG_DIR/section.md"
 # Splice the section into OUT_FILE between the markers (create the file, or append the section).
 if [ ! -f "$OUT_FILE" ]; then
     {
-        echo "# Benchmarks"
+        echo "# Strand against this machine's ceilings"
         echo
-        echo "Produced by \`bash scripts/bench.sh\` (see README.md, \"Benchmarks\")."
+        echo "Produced by \`bash scripts/bench.sh\` (see README.md, \"Benchmarks\"; the Strand vs Kafka page is"
+        echo "BENCHMARKS.md at the top of the repository)."
         echo
     } >"$OUT_FILE" || die "cannot write $OUT_FILE"
 fi

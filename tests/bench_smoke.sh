@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
-# Smoke test of the benchmark script: runs `scripts/bench.sh --quick` into a temporary output file
-# (BENCHMARKS.md is not touched) and checks the results section is complete: markers, the
-# ceilings, produce rows with figures, consume, produce-and-consume-together and sink rows, the
-# commands. Not part of scripts/test.sh (it takes a few minutes and measures the machine).
+# Smoke test of the benchmark scripts: runs `scripts/bench.sh --quick` (or, with --peer,
+# `scripts/bench.sh --peer --quick`: Strand against Apache Kafka) into a temporary output file
+# (BENCHMARKS.md and docs/benchmarks-strand.md are not touched) and checks the results section is
+# complete: markers, the ceilings, produce rows with figures, consume, produce-and-consume-together
+# and sink rows (peer: Strand, Kafka and Kafka-fsync figures, latency, consume and memory rows),
+# the commands, no broker left behind. Not part of scripts/test.sh (it takes a few minutes and
+# measures the machine).
 # Prints PASS/FAIL per check and a final "N passed, M failed"; exits 1 on any failure.
 #
-# Usage: bash tests/bench_smoke.sh [extra bench.sh options, e.g. --no-rdkafka]
+# Usage: bash tests/bench_smoke.sh [--peer] [extra bench.sh / peer.py options, e.g. --no-rdkafka]
 set -u
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [ "${1:-}" = --peer ]; then
+    shift
+    exec bash "$REPO/tests/bench_peer_smoke.sh" "$@"
+fi
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/bench-smoke.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 OUT="$WORK/BENCH.md"
@@ -21,7 +28,7 @@ check() { # NAME COMMAND...
     if "$@"; then ok "$name"; else ko "$name"; fi
 }
 
-bench_md5="$(md5sum "$REPO/BENCHMARKS.md" 2>/dev/null)"
+bench_md5="$(md5sum "$REPO/BENCHMARKS.md" "$REPO/docs/benchmarks-strand.md" 2>/dev/null)"
 echo "running: bash scripts/bench.sh --quick --out $OUT $*"
 bash "$REPO/scripts/bench.sh" --quick --out "$OUT" "$@" >"$WORK/bench.log" 2>&1
 rc=$?
@@ -30,7 +37,7 @@ if [ "$rc" -eq 0 ]; then ok "bench.sh --quick exits 0"; else ko "bench.sh --quic
 check "output file written" test -s "$OUT"
 check "results between the markers" grep -q '<!-- bench:begin -->' "$OUT"
 check "end marker" grep -q '<!-- bench:end -->' "$OUT"
-check "BENCHMARKS.md untouched" test "$bench_md5" = "$(md5sum "$REPO/BENCHMARKS.md" 2>/dev/null)"
+check "BENCHMARKS.md and docs/benchmarks-strand.md untouched" test "$bench_md5" = "$(md5sum "$REPO/BENCHMARKS.md" "$REPO/docs/benchmarks-strand.md" 2>/dev/null)"
 
 section="$(sed -n '/<!-- bench:begin -->/,/<!-- bench:end -->/p' "$OUT")"
 # A table row with a figure: "| strand perf | 1 KiB | 1 | 8 | ... | 123 | ..."
