@@ -18,15 +18,8 @@ fi
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/bench-smoke.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 OUT="$WORK/BENCH.md"
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "PASS $1"; }
-ko() { fail=$((fail + 1)); echo "FAIL $1${2:+: $2}"; }
-check() { # NAME COMMAND...
-    local name="$1"
-    shift
-    if "$@"; then ok "$name"; else ko "$name"; fi
-}
+# shellcheck source=checks.sh
+source "$REPO/tests/checks.sh"
 
 bench_md5="$(md5sum "$REPO/BENCHMARKS.md" "$REPO/docs/benchmarks-strand.md" 2>/dev/null)"
 echo "running: bash scripts/bench.sh --quick --out $OUT $*"
@@ -66,5 +59,4 @@ if [ "$fail" -gt 0 ]; then
     echo "bench.sh log tail:"
     tail -n 40 "$WORK/bench.log" | sed 's/^/    | /'
 fi
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+checks_summary

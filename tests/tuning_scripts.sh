@@ -16,12 +16,12 @@ T="$REPO/tuning"
 RUN_PROBE=1
 [ "${1-}" = "--no-probe" ] && RUN_PROBE=0
 
-pass=0
-fail=0
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/tuning-test.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
-ok() { pass=$((pass + 1)); echo "PASS $1"; }
-ko() { fail=$((fail + 1)); echo "FAIL $1${2:+: $2}"; [ -f "$WORK/out" ] && sed 's/^/    | /' "$WORK/out" | tail -n 30; }
+# shellcheck source=checks.sh
+source "$REPO/tests/checks.sh"
+# After a failure, the failed step's output.
+KO_HOOK='[ -f "$WORK/out" ] && sed "s/^/    | /" "$WORK/out" | tail -n 30'
 
 # run NAME CMD...: runs CMD with stdout+stderr in $WORK/out, sets RC and OUT (NAME: for reading).
 run() {
@@ -178,5 +178,4 @@ rmdir /dev/shm/strand-probe-test 2>/dev/null
 rm -rf "$PD"
 
 echo
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+checks_summary
