@@ -338,7 +338,7 @@ fn first_compressed_at_or_after(batch: &[u8], target: i64) -> Option<(i64, i64)>
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use bytes::BytesMut;
     use kafka_protocol::records::{
@@ -350,8 +350,15 @@ mod tests {
     }
 
     fn encode_batch_with(n: usize, ts0: i64, compression: Compression) -> Vec<u8> {
-        let records: Vec<Record> = (0..n)
-            .map(|i| Record {
+        let records = (0..n).map(|i| (ts0 + i as i64 * 10, Some(Bytes::from(format!("k{i}"))), Bytes::from(vec![b'v'; 20])));
+        encode_records(records, compression)
+    }
+
+    /// One batch of plain records (no producer id), offsets from 0, from (timestamp, key, value).
+    pub(crate) fn encode_records(records: impl Iterator<Item = (i64, Option<Bytes>, Bytes)>, compression: Compression) -> Vec<u8> {
+        let records: Vec<Record> = records
+            .enumerate()
+            .map(|(i, (timestamp, key, value))| Record {
                 transactional: false,
                 control: false,
                 partition_leader_epoch: 0,
@@ -361,20 +368,15 @@ mod tests {
                 offset: i as i64,
                 // The encoder only groups records whose offset - sequence is constant.
                 sequence: i as i32,
-                timestamp: ts0 + i as i64 * 10,
-                key: Some(bytes::Bytes::from(format!("k{i}"))),
-                value: Some(bytes::Bytes::from(vec![b'v'; 20])),
+                timestamp,
+                key,
+                value: Some(value),
                 headers: Default::default(),
                 delete_horizon: false,
             })
             .collect();
         let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            records.iter(),
-            &RecordEncodeOptions { version: 2, compression },
-        )
-        .unwrap();
+        RecordBatchEncoder::encode(&mut buf, records.iter(), &RecordEncodeOptions { version: 2, compression }).unwrap();
         buf.to_vec()
     }
 
@@ -421,28 +423,8 @@ mod tests {
     }
 
     fn encode_keys(keys: &[Option<&str>], compression: Compression) -> Bytes {
-        let records: Vec<Record> = keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| Record {
-                transactional: false,
-                control: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: i as i32,
-                timestamp: 1000,
-                key: k.map(|k| bytes::Bytes::from(k.to_string())),
-                value: Some(bytes::Bytes::from_static(b"v")),
-                headers: Default::default(),
-                delete_horizon: false,
-            })
-            .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(&mut buf, records.iter(), &RecordEncodeOptions { version: 2, compression }).unwrap();
-        buf.freeze()
+        let records = keys.iter().map(|k| (1000, k.map(|k| Bytes::from(k.to_string())), Bytes::from_static(b"v")));
+        Bytes::from(encode_records(records, compression))
     }
 
     #[test]

@@ -520,30 +520,12 @@ fn verify_index(
 mod tests {
     use super::*;
     use crate::storage::index::SealInfo;
-    use bytes::{Bytes, BytesMut};
-    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    use bytes::Bytes;
+    use kafka_protocol::records::Compression;
 
     fn encode(n: usize, ts0: i64) -> Vec<u8> {
-        let records: Vec<Record> = (0..n)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: i as i32,
-                timestamp: ts0 + i as i64,
-                key: Some(Bytes::from(format!("k{i}"))),
-                value: Some(Bytes::from(vec![b'v'; 100])),
-                headers: Default::default(),
-                delete_horizon: false,
-            })
-            .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(&mut buf, records.iter(), &RecordEncodeOptions { version: 2, compression: Compression::None }).unwrap();
-        buf.to_vec()
+        let records = (0..n).map(|i| (ts0 + i as i64, Some(Bytes::from(format!("k{i}"))), Bytes::from(vec![b'v'; 100])));
+        batch::tests::encode_records(records, Compression::None)
     }
 
     /// Writes a segment of `batches` batches of 3 records from `base`; seals it (index files)
